@@ -1,0 +1,5 @@
+"""Hydra sweeper plugin of linear-sweeps: Optuna >= 4, batched trials, MLflow tracking.
+
+Hydra imports every module under hydra_plugins/ at each start-up, so this package imports
+neither torch, optuna nor mlflow at module level: the loop lives in sweeps.sweeper.
+"""

@@ -1,0 +1,21 @@
+"""The registered Sweeper: a thin shell that imports the real loop lazily."""
+from typing import Any, List, Optional
+
+from hydra.plugins.sweeper import Sweeper
+from hydra.types import HydraContext, TaskFunction
+from omegaconf import DictConfig
+
+from .config import LinearOptunaSweeperConf  # noqa: F401  (registers the config)
+
+
+class LinearOptunaSweeper(Sweeper):
+    def __init__(self, **options: Any) -> None:
+        from sweeps.sweeper import SweepLoop  # heavy imports (torch, optuna, mlflow) happen here
+
+        self._loop = SweepLoop(**options)
+
+    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
+        self._loop.setup(hydra_context=hydra_context, task_function=task_function, config=config)
+
+    def sweep(self, arguments: List[str]) -> Optional[Any]:
+        return self._loop.sweep(arguments)

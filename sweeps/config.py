@@ -1,0 +1,145 @@
+"""Structured configs (the schema under conf/) and the value checks run before anything starts.
+
+Hydra merges conf/*.yaml onto these dataclasses, so a wrong type or an unknown key fails at
+composition; :func:`validate_config` then checks values (lr > 0, ...) with messages that name
+the parameter, the rule and the value.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig
+
+DTYPES = ("float32", "float64")
+MATMUL_DTYPES = (None, "bfloat16", "float16", "float32", "float64")
+LR_DECAYS = ("none", "step", "cosine")
+DEVICES = ("auto", "cpu", "cuda")
+DATASETS = ("cifar10", "image_folder")
+LOSSES = ("svm", "softmax")
+TEST_EVAL = ("best", "all")
+
+
+@dataclass
+class ModelConfig:
+    """The linear classifier and its SGD."""
+
+    learning_rate: float = 1e-3
+    reg: float = 1e-5
+    num_iters: int = 1500
+    batch_size: int = 200
+    init_scale: float = 1e-6
+    dtype: str = "float32"
+    lr_decay: str = "none"  # none | step | cosine
+    lr_decay_every: Optional[int] = None  # step decay period (default: num_iters / 3)
+    lr_decay_gamma: float = 0.5  # step decay factor
+    matmul_dtype: Optional[str] = None  # e.g. bfloat16 for the two matmuls of each step
+
+
+@dataclass
+class LossConfig:
+    name: str = "svm"
+
+
+@dataclass
+class DeviceConfig:
+    type: str = "auto"  # auto: cuda when available, else cpu
+
+
+@dataclass
+class DatasetConfig:
+    name: str = "cifar10"
+    root: str = MISSING
+    download: bool = False  # cifar10 only: fetch the official archive when missing
+    validation_ratio: float = 0.2
+    subtract_mean: bool = True
+    bias_trick: bool = True
+    num_train: Optional[int] = None  # subsample for quick runs (None: all)
+    num_val: Optional[int] = None
+    num_test: Optional[int] = None
+    split_seed: int = 0
+    cache_dir: Optional[str] = None  # decoded-array cache (None: ~/.cache/linear-sweeps)
+
+
+@dataclass
+class TrackingConfig:
+    uri: str = "sqlite:///mlflow.db"  # any MLflow tracking URI, e.g. http://host:5000
+    experiment: str = "linear-sweeps"
+    artifact_location: Optional[str] = "mlartifacts"  # for new experiments on a local store
+    loss_every: int = 10  # log the training loss every k iterations
+    log_weights: bool = True
+    log_images: bool = True
+    test_eval: str = "best"  # best: test accuracy for each study's best trial; all: every trial
+    http_max_retries: int = 8  # MLflow client retries (with backoff) when the server is away
+    http_backoff_factor: float = 0.5
+    http_timeout: int = 60
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    device: DeviceConfig = field(default_factory=DeviceConfig)
+    dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    seed: int = 0
+    eval_every: int = 100  # validation accuracy (and pruning checks) every k iterations
+    metric: str = "val_acc"
+    data_dir: str = "data"
+
+
+def register_configs() -> None:
+    cs = ConfigStore.instance()
+    # The root schema types every group's node, so group files are checked when merged.
+    cs.store(name="config_schema", node=Config)
+
+
+class ConfigError(ValueError):
+    """A config value breaks a rule; raised before any run is created."""
+
+
+def _rule(ok: bool, name: str, rule: str, value: Any) -> None:
+    if not ok:
+        raise ConfigError(f"{name} must be {rule}, got {value!r}")
+
+
+def _is_num(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and v == v and abs(v) != float("inf")
+
+
+def validate_config(cfg: DictConfig) -> None:
+    """Check values of a composed config; raise ConfigError naming parameter, rule and value."""
+    m = cfg.model
+    _rule(_is_num(m.learning_rate) and m.learning_rate > 0, "model.learning_rate", "> 0", m.learning_rate)
+    _rule(_is_num(m.reg) and m.reg >= 0, "model.reg", ">= 0", m.reg)
+    _rule(m.num_iters >= 1, "model.num_iters", "an integer >= 1", m.num_iters)
+    _rule(m.batch_size >= 1, "model.batch_size", "an integer >= 1", m.batch_size)
+    _rule(_is_num(m.init_scale) and m.init_scale >= 0, "model.init_scale", ">= 0", m.init_scale)
+    _rule(m.dtype in DTYPES, "model.dtype", f"one of {list(DTYPES)}", m.dtype)
+    _rule(m.matmul_dtype in MATMUL_DTYPES, "model.matmul_dtype", f"null or one of {list(MATMUL_DTYPES[1:])}", m.matmul_dtype)
+    _rule(m.lr_decay in LR_DECAYS, "model.lr_decay", f"one of {list(LR_DECAYS)}", m.lr_decay)
+    _rule(m.lr_decay_every is None or m.lr_decay_every >= 1, "model.lr_decay_every", "null or an integer >= 1", m.lr_decay_every)
+    _rule(_is_num(m.lr_decay_gamma) and 0 < m.lr_decay_gamma <= 1, "model.lr_decay_gamma", "in (0, 1]", m.lr_decay_gamma)
+    _rule(cfg.loss.name in LOSSES, "loss.name", f"one of {list(LOSSES)}", cfg.loss.name)
+    _rule(cfg.device.type in DEVICES, "device.type", f"one of {list(DEVICES)}", cfg.device.type)
+    if cfg.device.type == "cuda":
+        import torch
+
+        _rule(torch.cuda.is_available(), "device.type", "'cpu' or 'auto' on a machine without CUDA", "cuda")
+    d = cfg.dataset
+    _rule(d.name in DATASETS, "dataset.name", f"one of {list(DATASETS)}", d.name)
+    _rule(_is_num(d.validation_ratio) and 0 <= d.validation_ratio < 1, "dataset.validation_ratio", "in [0, 1)", d.validation_ratio)
+    for key in ("num_train", "num_val", "num_test"):
+        v = d[key]
+        _rule(v is None or v >= 1, f"dataset.{key}", "null or an integer >= 1", v)
+    if d.name == "image_folder":
+        _rule(Path(str(d.root)).expanduser().exists(), "dataset.root",
+              "an existing image folder or .tar.gz (ROOT/train/<class>/*, ROOT/test/<class>/*)", d.root)
+    _rule(cfg.eval_every >= 1, "eval_every", "an integer >= 1", cfg.eval_every)
+    _rule(cfg.metric in ("val_acc",), "metric", "'val_acc' (selection is by validation accuracy only)", cfg.metric)
+    t = cfg.tracking
+    _rule(t.loss_every >= 1, "tracking.loss_every", "an integer >= 1", t.loss_every)
+    _rule(t.test_eval in TEST_EVAL, "tracking.test_eval", f"one of {list(TEST_EVAL)}", t.test_eval)
+    _rule(isinstance(t.experiment, str) and t.experiment.strip() != "", "tracking.experiment", "a non-empty name", t.experiment)

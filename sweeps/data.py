@@ -1,0 +1,71 @@
+"""Dataset loading for the sweep: composed config -> preprocessed tensors, once per process."""
+from __future__ import annotations
+
+import logging
+import urllib.error
+from typing import Dict, Tuple
+
+import torch
+from omegaconf import DictConfig
+
+log = logging.getLogger(__name__)
+
+_CACHE: Dict[Tuple, dict] = {}
+
+
+class DatasetUnavailable(RuntimeError):
+    """The dataset could not be found or fetched; the message lists the alternatives."""
+
+
+def resolve_device(kind: str) -> torch.device:
+    """auto -> cuda when available, else cpu."""
+    if kind == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(kind)
+
+
+def _dtype(name: str) -> torch.dtype:
+    return {"float32": torch.float32, "float64": torch.float64}[name]
+
+
+def dataset_key(dataset_cfg: DictConfig) -> Tuple:
+    return tuple((k, str(dataset_cfg[k])) for k in sorted(dataset_cfg.keys()))
+
+
+def load_data(dataset_cfg: DictConfig, dtype: str, device: torch.device) -> dict:
+    """Preprocessed splits (see linear_models.data.preprocess), cached per (dataset, dtype, device)."""
+    key = (dataset_key(dataset_cfg), dtype, str(device))
+    if key not in _CACHE:
+        from linear_models import data as lm_data
+
+        raw = _load_raw(dataset_cfg, lm_data)
+        _CACHE.clear()  # keep one dataset on the device at a time
+        _CACHE[key] = lm_data.preprocess(
+            raw,
+            validation_ratio=dataset_cfg.validation_ratio,
+            bias_trick=dataset_cfg.bias_trick,
+            subtract_mean=dataset_cfg.subtract_mean,
+            dtype=_dtype(dtype),
+            device=device,
+            seed=dataset_cfg.split_seed,
+            num_train=dataset_cfg.num_train,
+            num_val=dataset_cfg.num_val,
+            num_test=dataset_cfg.num_test,
+        )
+    return _CACHE[key]
+
+
+def _load_raw(dataset_cfg: DictConfig, lm_data):
+    cache = {} if dataset_cfg.cache_dir is None else {"cache_dir": dataset_cfg.cache_dir}
+    if dataset_cfg.name == "image_folder":
+        return lm_data.load_image_folder(dataset_cfg.root, **cache)
+    try:
+        return lm_data.load_cifar10(dataset_cfg.root, download=dataset_cfg.download, **cache)
+    except (urllib.error.URLError, OSError, TimeoutError) as e:
+        if isinstance(e, FileNotFoundError) and not dataset_cfg.download:
+            raise
+        raise DatasetUnavailable(
+            f"CIFAR-10 is not in dataset.root={dataset_cfg.root!r} and could not be downloaded ({e}). "
+            "Alternatives: pass a local copy with dataset.root=PATH (a cifar-10-batches-py/ folder or "
+            "cifar-10-python.tar.gz), or use an image tree: dataset=image_folder "
+            "dataset.root=PATH/cifar10-jpeg.tar.gz") from e

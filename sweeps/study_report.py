@@ -1,0 +1,88 @@
+"""Per-study artifacts on the parent run: the accuracy map over log lr x log reg (the
+assignment's plot), Optuna's history / contour / importance plots, and a CSV of all trials."""
+from __future__ import annotations
+
+import logging
+import math
+import tempfile
+from pathlib import Path
+from typing import Any, Dict
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import optuna  # noqa: E402
+from optuna.trial import TrialState  # noqa: E402
+
+log = logging.getLogger(__name__)
+
+LR_KEY, REG_KEY = "model.learning_rate", "model.reg"
+
+
+def accuracy_map(ax, trials, title: str, vmin=None, vmax=None):
+    """Scatter of val accuracy over log10 lr x log10 reg (one point per completed trial)."""
+    pts = [(t.params[LR_KEY], t.params[REG_KEY], t.value) for t in trials
+           if t.state == TrialState.COMPLETE and LR_KEY in t.params and REG_KEY in t.params]
+    if not pts:
+        ax.set_title(f"{title}: no completed trials with lr and reg")
+        return None
+    lr, reg, acc = zip(*pts)
+    sc = ax.scatter([math.log10(x) for x in lr], [math.log10(max(x, 1e-12)) for x in reg], c=acc, s=80,
+                    cmap="viridis", vmin=vmin, vmax=vmax, edgecolors="k")
+    best = max(pts, key=lambda p: p[2])
+    ax.scatter([math.log10(best[0])], [math.log10(max(best[1], 1e-12))], marker="*", s=300, c="red", label=f"best {best[2]:.3f}")
+    ax.set_xlabel("log10 learning rate")
+    ax.set_ylabel("log10 regularization")
+    ax.set_title(title)
+    ax.legend(loc="best")
+    return sc
+
+
+def _save_optuna_plot(fn, study, path: Path) -> bool:
+    try:
+        ax = fn(study)
+        fig = ax.figure if hasattr(ax, "figure") else ax.flat[0].figure
+        fig.set_size_inches(8, 5)
+        fig.tight_layout()
+        fig.savefig(path, dpi=90)
+        plt.close(fig)
+        return True
+    except Exception as e:  # e.g. importance needs two params and a few completed trials
+        log.info("skipped %s: %s", path.name, e)
+        plt.close("all")
+        return False
+
+
+def log_study_report(study: optuna.Study, tracker, parent_id: str, summary: Dict[str, Any]) -> None:
+    """Write the study's plots and CSV to the parent run, with its best metrics."""
+    import warnings
+
+    from optuna.visualization import matplotlib as ovm
+
+    trials = study.get_trials(deepcopy=False)
+    with tempfile.TemporaryDirectory(prefix="study-") as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        tmp = Path(tmp)
+        df = study.trials_dataframe(attrs=("number", "value", "state", "params", "user_attrs", "duration",
+                                           "datetime_start", "datetime_complete"))
+        df.to_csv(tmp / "trials.csv", index=False)
+        fig, ax = plt.subplots(figsize=(7, 5))
+        sc = accuracy_map(ax, trials, f"val accuracy: {study.study_name}")
+        if sc is not None:
+            fig.colorbar(sc, ax=ax, label="val accuracy")
+        fig.tight_layout()
+        fig.savefig(tmp / "accuracy_map.png", dpi=90)
+        plt.close(fig)
+        if any(t.state == TrialState.COMPLETE for t in trials):
+            _save_optuna_plot(ovm.plot_optimization_history, study, tmp / "optimization_history.png")
+            _save_optuna_plot(ovm.plot_contour, study, tmp / "contour.png")
+            _save_optuna_plot(ovm.plot_param_importances, study, tmp / "param_importances.png")
+        tracker.log_artifacts(parent_id, tmp)
+    metrics = {k: v for k, v in (("best_val_acc", summary.get("best_val_acc")),
+                                 ("best_test_acc", summary.get("best_test_acc"))) if v is not None}
+    metrics.update({f"trials_{k.lower()}": v for k, v in summary["trials"].items()})
+    tracker.log_metrics(parent_id, metrics, step=len(trials))
+    if "best_params" in summary:
+        tracker.set_tags(parent_id, {"best_trial": summary["best_trial"], "best_run_id": summary["best_run_id"],
+                                     **{f"best.{k}": v for k, v in summary["best_params"].items()}})

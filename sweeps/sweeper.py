@@ -1,0 +1,475 @@
+"""The sweep loop behind the `linear_optuna` Hydra sweeper: ask -> train (batched) -> tell.
+
+For each outer-grid cell (e.g. loss=svm and loss=softmax) one Optuna study with the full
+``n_trials``; each study has a parent MLflow run and one nested run per trial. Trials are
+asked ``batch_size`` at a time under the study lock, trained together in this process on one
+device, told to Optuna, and their MLflow runs ended in the matching state. Any number of
+workers may run the same command against one storage: they share the study and its budget.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+import optuna
+import torch
+import yaml
+from hydra.types import HydraContext, TaskFunction
+from omegaconf import DictConfig, OmegaConf, open_dict
+from optuna.trial import TrialState
+
+from .config import ConfigError, validate_config
+from .data import load_data, resolve_device
+from .runner import COMPLETED, DIVERGED, PRUNED, TrialSpec, run_trials, trial_params
+from .search_space import SweepPlan, plan_sweep
+from .study import (
+    ATTR_FAIL_REASON,
+    ATTR_RUN_ID,
+    FAIL_INTERRUPTED,
+    PRUNERS,
+    SAMPLERS,
+    Heartbeat,
+    StaleTrialHandler,
+    check_sampler_space,
+    counted_trials,
+    grid_size,
+    make_pruner,
+    make_sampler,
+    make_storage,
+    remaining_budget,
+    study_lock,
+)
+from .tracking import (
+    TAG_FAILURE,
+    TAG_OVERRIDES,
+    TAG_PARENT,
+    TAG_ROLE,
+    TAG_STORAGE,
+    TAG_STUDY,
+    TAG_TRIAL_ID,
+    TAG_TRIAL_NUMBER,
+    TAG_TRIAL_STATE,
+    Tracker,
+    mlflow_status,
+    redact_url,
+)
+
+log = logging.getLogger(__name__)
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+ATTR_PARENT_RUN = "mlflow_parent_run_id"
+ATTR_EXPERIMENT = "mlflow_experiment_id"
+ATTR_FINALIZED = "linear_sweeps_finalized_trials"
+CPU_AUTO_BATCH, CUDA_AUTO_BATCH = 32, 128
+
+
+class SweepError(RuntimeError):
+    """The sweep cannot go on (bad settings, too many failures)."""
+
+
+def _rule(ok: bool, name: str, rule: str, value) -> None:
+    if not ok:
+        raise ConfigError(f"hydra.sweeper.{name} must be {rule}, got {value!r}")
+
+
+class SweepLoop:
+    def __init__(self, sampler: str = "tpe", seed: Optional[int] = None, sampler_kwargs=None, pruner: str = "none",
+                 pruner_kwargs=None, direction: str = "maximize", n_trials: int = 20,
+                 storage: Optional[str] = "sqlite:///optuna.db", study_name: Optional[str] = None,
+                 max_failure_rate: float = 0.5, batch_size: Optional[int] = None, max_retries: int = 1,
+                 heartbeat_interval: int = 10, grace_period: Optional[int] = None,
+                 progress_bar: Optional[bool] = None, params=None) -> None:
+        _rule(sampler in SAMPLERS, "sampler", f"one of {list(SAMPLERS)}", sampler)
+        _rule(pruner in PRUNERS, "pruner", f"one of {list(PRUNERS)}", pruner)
+        _rule(direction in ("maximize", "minimize"), "direction", "'maximize' or 'minimize'", direction)
+        _rule(isinstance(n_trials, int) and n_trials >= 1, "n_trials", "an integer >= 1", n_trials)
+        _rule(0.0 <= max_failure_rate <= 1.0, "max_failure_rate", "in [0, 1]", max_failure_rate)
+        _rule(batch_size is None or batch_size >= 1, "batch_size", "null (auto) or an integer >= 1", batch_size)
+        _rule(max_retries >= 0, "max_retries", "an integer >= 0", max_retries)
+        _rule(heartbeat_interval >= 1, "heartbeat_interval", "an integer >= 1 (seconds)", heartbeat_interval)
+        self.sampler_name, self.seed = sampler, seed
+        self.sampler_kwargs = dict(sampler_kwargs or {})
+        self.pruner_name, self.pruner_kwargs = pruner, dict(pruner_kwargs or {})
+        self.direction, self.n_trials = direction, n_trials
+        self.storage_url, self.study_name = storage, study_name
+        self.max_failure_rate, self.batch_size = max_failure_rate, batch_size
+        self.max_retries = max_retries
+        self.heartbeat_interval, self.grace_period = heartbeat_interval, grace_period
+        self.progress_bar = progress_bar
+        self.params = dict(params or {})
+        self.config: Optional[DictConfig] = None
+
+    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
+        self.config = config
+        self.config_loader = hydra_context.config_loader
+        self.sweep_dir = Path(str(config.hydra.sweep.dir))
+
+    # ------------------------------------------------------------------ entry point
+    def sweep(self, arguments: List[str]) -> List[Dict[str, Any]]:
+        plan = plan_sweep(self.params, arguments)
+        check_sampler_space(self.sampler_name, plan.search_space)
+        # Compose and check every cell (and the corners of the search space) before any run.
+        cells = [(cell, self._compose_cell(plan, cell)) for cell in plan.cells]
+        summaries = []
+        for cell, base in cells:
+            summaries.append(self._run_study(plan, cell, base))
+        self._write_results(summaries)
+        return summaries
+
+    # ------------------------------------------------------------------ configs
+    def _compose(self, overrides: Sequence[str]) -> DictConfig:
+        cfg = self.config_loader.load_sweep_config(self.config, list(overrides))
+        with open_dict(cfg):
+            cfg.pop("hydra", None)
+        return cfg
+
+    def _compose_cell(self, plan: SweepPlan, cell: Sequence[str]) -> DictConfig:
+        base = self._compose(list(plan.fixed) + list(cell))
+        validate_config(base)
+        for key, dist in plan.search_space.items():
+            if OmegaConf.select(base, key, default="__missing__") == "__missing__":
+                raise ConfigError(f"hydra.sweeper.params: {key} is not a key of the config "
+                                  f"(known sections: {', '.join(base.keys())})")
+            # The search space's corners must be valid values, or every trial would fail.
+            for corner in _corners(dist):
+                probe = base.copy()
+                try:
+                    OmegaConf.update(probe, key, corner)
+                    validate_config(probe)
+                except ConfigError as e:
+                    raise ConfigError(f"hydra.sweeper.params.{key}: the search space allows an invalid value: {e}") from None
+                except Exception as e:
+                    raise ConfigError(f"hydra.sweeper.params.{key}: value {corner!r} does not fit the config: {e}") from None
+        return base
+
+    def _trial_config(self, base: DictConfig, plan: SweepPlan, cell, params: Dict[str, Any]) -> DictConfig:
+        if any("." not in k for k in params):  # a top-level key or config-group choice: compose in full
+            cfg = self._compose(list(plan.fixed) + list(cell) + [f"{k}={v}" for k, v in params.items()])
+        else:
+            cfg = base.copy()
+            for k, v in params.items():
+                OmegaConf.update(cfg, k, v)
+        validate_config(cfg)
+        return cfg
+
+    def _study_name(self, base: DictConfig, cell: Sequence[str]) -> str:
+        name = self.study_name or base.tracking.experiment
+        return f"{name}[{','.join(cell)}]" if cell else name
+
+    def _auto_batch(self, base: DictConfig) -> int:
+        if self.batch_size is not None:
+            return self.batch_size
+        if self.sampler_name in ("grid", "random", "qmc"):  # no feedback to wait for
+            cap = CUDA_AUTO_BATCH if resolve_device(base.device.type).type == "cuda" else CPU_AUTO_BATCH
+            return min(cap, self.n_trials)
+        # Model-based samplers learn from finished trials: about four rounds per study.
+        return max(1, min(CPU_AUTO_BATCH, math.ceil(self.n_trials / 4)))
+
+    # ------------------------------------------------------------------ one study
+    def _run_study(self, plan: SweepPlan, cell: Sequence[str], base: DictConfig) -> Dict[str, Any]:
+        device = resolve_device(base.device.type)
+        load_data(base.dataset, base.model.dtype, device)  # fail on data before any run exists
+        n_trials = self.n_trials
+        if self.sampler_name == "grid":
+            n_trials = min(n_trials, grid_size(plan.search_space))
+        handler = StaleTrialHandler(self.max_retries)
+        storage = make_storage(self.storage_url, self.heartbeat_interval, self.grace_period, handler)
+        study_name = self._study_name(base, cell)
+        seed = self.seed if self.seed is not None else int(base.seed)
+        study = optuna.create_study(
+            study_name=study_name, storage=storage, direction=self.direction, load_if_exists=True,
+            sampler=make_sampler(self.sampler_name, seed, plan.search_space, self.sampler_kwargs),
+            pruner=make_pruner(self.pruner_name, self.pruner_kwargs))
+        tracker = Tracker.from_config(base.tracking)
+        handler.on_failed = lambda trial, reason: self._close_run(tracker, study, trial, "FAIL", reason)
+        overrides_tag = " ".join(list(plan.fixed) + list(cell))
+
+        with study_lock(storage, study_name):
+            parent_id = study.user_attrs.get(ATTR_PARENT_RUN)
+            if parent_id is None:
+                parent_id = tracker.create_run(study_name, tags={
+                    TAG_ROLE: "study", TAG_STUDY: study_name, TAG_STORAGE: redact_url(self.storage_url),
+                    TAG_OVERRIDES: overrides_tag, "sampler": self.sampler_name, "pruner": self.pruner_name,
+                    "n_trials": n_trials, "search_space": yaml.safe_dump(
+                        {k: str(v) for k, v in plan.search_space.items()}, default_flow_style=True).strip()},
+                    params={"loss": base.loss.name, "dataset": base.dataset.name, "num_iters": base.model.num_iters,
+                            "batch_size": base.model.batch_size, "n_trials": n_trials, "sampler": self.sampler_name})
+                study.set_user_attr(ATTR_PARENT_RUN, parent_id)
+                study.set_user_attr(ATTR_EXPERIMENT, tracker.experiment_id)
+            else:
+                tracker.reopen_run(parent_id)
+            self._reconcile(study, tracker)
+
+        log.info("study %s: %d/%d trials done, storage %s, tracking %s (experiment %s)", study_name,
+                 n_trials - remaining_budget(study, n_trials), n_trials, redact_url(self.storage_url),
+                 redact_url(tracker.uri), tracker.experiment_name)
+        k_max = self._auto_batch(base)
+        report = self.pruner_name != "none"
+        best_weights: Dict[int, torch.Tensor] = {}
+        ran = failed = 0
+        progress = _Progress(study_name, n_trials, n_trials - remaining_budget(study, n_trials), self.progress_bar)
+        poll = max(1.0, self.heartbeat_interval / 2)
+        try:
+            with Heartbeat(storage, self.heartbeat_interval) as heartbeat:
+                while True:
+                    with study_lock(storage, study_name):
+                        if isinstance(storage, optuna.storages.RDBStorage):
+                            optuna.storages.fail_stale_trials(study)
+                        k = min(k_max, remaining_budget(study, n_trials))
+                        asked = [study.ask(fixed_distributions=plan.search_space) for _ in range(k)]
+                        heartbeat.add([t._trial_id for t in asked])
+                    if not asked:
+                        others = study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING))
+                        if not others:
+                            break
+                        time.sleep(poll)  # wait for other workers' trials (or fail them when stale)
+                        continue
+                    specs = self._start_trials(asked, base, plan, cell, study, tracker, parent_id, overrides_tag)
+                    try:
+                        runnable = [s for s in specs if s.cfg is not None]
+                        outcomes = run_trials(runnable, tracker, report_intermediate=report,
+                                              should_prune=lambda t: t.should_prune())
+                    except KeyboardInterrupt:
+                        self._interrupt(study, tracker, handler, specs)
+                        raise
+                    for spec, out in zip(runnable, outcomes):
+                        state = self._finish_trial(study, tracker, spec, out)
+                        ran += 1
+                        failed += state == TrialState.FAIL
+                        if out.status == COMPLETED and out.weights is not None:
+                            best_weights[spec.number] = out.weights
+                    heartbeat.remove([t._trial_id for t in asked])
+                    ran += len(specs) - len(runnable)
+                    failed += len(specs) - len(runnable)
+                    progress.update(len(specs), _best_value(study))
+                    _keep_best(best_weights, study)
+                    if ran >= min(5, n_trials) and failed / ran > self.max_failure_rate:
+                        tracker.end_run(parent_id, "FAILED")
+                        raise SweepError(f"{failed} of {ran} trials failed in study {study_name}, more than "
+                                         f"hydra.sweeper.max_failure_rate={self.max_failure_rate}; see the "
+                                         f"'{TAG_FAILURE}' tag of the failed runs")
+        except KeyboardInterrupt:
+            tracker.end_run(parent_id, "KILLED")
+            progress.close()
+            raise
+        progress.close()
+        return self._finalize(study, tracker, parent_id, base, n_trials, best_weights)
+
+    def _start_trials(self, asked, base, plan, cell, study, tracker, parent_id, overrides_tag) -> List[TrialSpec]:
+        """Create each asked trial's MLflow run and compose its config."""
+        specs = []
+        for trial in asked:
+            params = dict(trial.params)
+            retry_of = study._storage.get_trial_system_attrs(trial._trial_id).get("failed_trial")
+            cfg, error = None, None
+            try:
+                cfg = self._trial_config(base, plan, cell, params)
+            except Exception as e:
+                error = f"error: config: {e}"
+            source = cfg if cfg is not None else base
+            name = f"{source.loss.name}-{trial.number:03d} " + " ".join(
+                f"{k.split('.')[-1]}={_short(v)}" for k, v in params.items())
+            trial_overrides = " ".join(f"{k}={v}" for k, v in params.items())
+            tags = {TAG_ROLE: "trial", TAG_PARENT: parent_id, TAG_STUDY: study.study_name,
+                    TAG_TRIAL_NUMBER: trial.number, TAG_TRIAL_ID: trial._trial_id,
+                    TAG_TRIAL_STATE: "RUNNING", TAG_OVERRIDES: f"{overrides_tag} {trial_overrides}".strip()}
+            if retry_of is not None:
+                tags["optuna.retry_of"] = retry_of
+            run_params = trial_params(source, resolve_device(source.device.type))
+            run_params.update({k: v for k, v in params.items() if k.split(".")[-1] not in run_params})
+            run_id = tracker.create_run(name, tags=tags, params=run_params)
+            trial.set_user_attr(ATTR_RUN_ID, run_id)
+            trial.set_user_attr(ATTR_FAIL_REASON, None)
+            spec = TrialSpec(cfg=cfg, number=trial.number, optuna_trial=trial, run_id=run_id)
+            if error is not None:
+                log.warning("trial %d: %s", trial.number, error)
+                trial.set_user_attr(ATTR_FAIL_REASON, error)
+                study.tell(trial, state=TrialState.FAIL)
+                self._close_run(tracker, study, study._storage.get_trial(trial._trial_id), "FAIL", error)
+            specs.append(spec)
+        return specs
+
+    def _finish_trial(self, study, tracker, spec: TrialSpec, out) -> TrialState:
+        """Tell Optuna, then end the MLflow run in the agreeing state."""
+        trial = spec.optuna_trial
+        if out.status == COMPLETED and math.isfinite(out.val_acc):
+            study.tell(trial, out.val_acc)
+            state, reason = TrialState.COMPLETE, None
+        elif out.status == PRUNED:
+            study.tell(trial, state=TrialState.PRUNED)
+            state, reason = TrialState.PRUNED, None
+        else:
+            reason = out.message or f"{out.status}: no finite validation accuracy"
+            trial.set_user_attr(ATTR_FAIL_REASON, reason)
+            study.tell(trial, state=TrialState.FAIL)
+            state = TrialState.FAIL
+            log.warning("trial %d failed: %s", trial.number, reason)
+        self._close_run(tracker, study, None, state.name, reason, run_id=spec.run_id)
+        return state
+
+    def _close_run(self, tracker: Tracker, study, trial, state: str, reason: Optional[str], run_id=None) -> None:
+        """End a trial's MLflow run to match its Optuna state (creating it if it never got one)."""
+        if run_id is None:
+            run_id = trial.user_attrs.get(ATTR_RUN_ID)
+            if run_id is None:  # the worker died between ask and creating the run
+                run_id = tracker.create_run(f"trial-{trial.number:03d}", tags={
+                    TAG_ROLE: "trial", TAG_PARENT: study.user_attrs.get(ATTR_PARENT_RUN), TAG_STUDY: study.study_name,
+                    TAG_TRIAL_NUMBER: trial.number, TAG_TRIAL_ID: trial._trial_id})
+                study._storage.set_trial_user_attr(trial._trial_id, ATTR_RUN_ID, run_id)
+        tags = {TAG_TRIAL_STATE: state}
+        if reason:
+            tags[TAG_FAILURE] = reason
+        tracker.set_tags(run_id, tags)
+        tracker.end_run(run_id, mlflow_status(state, reason))
+
+    def _interrupt(self, study, tracker, handler: StaleTrialHandler, specs: List[TrialSpec]) -> None:
+        """Ctrl-C: open trials become FAIL (Optuna) / KILLED (MLflow) and are re-queued."""
+        for spec in specs:
+            frozen = study._storage.get_trial(spec.optuna_trial._trial_id)
+            if frozen.state != TrialState.RUNNING:
+                continue
+            study._storage.set_trial_user_attr(frozen._trial_id, ATTR_FAIL_REASON, FAIL_INTERRUPTED)
+            study.tell(spec.optuna_trial, state=TrialState.FAIL)
+            self._close_run(tracker, study, None, "FAIL", FAIL_INTERRUPTED, run_id=spec.run_id)
+            if self.max_retries > 0:
+                handler.retry(study, frozen)
+        log.warning("interrupted: %d open trials marked FAIL/KILLED and re-queued; rerun the command to resume",
+                    len(specs))
+
+    def _reconcile(self, study, tracker: Tracker) -> None:
+        """After a crash: finished Optuna trials whose MLflow run is still RUNNING get its state."""
+        running_runs = {r.info.run_id for r in tracker.search(
+            f"tags.`{TAG_STUDY}` = '{study.study_name}' and attributes.status = 'RUNNING' "
+            f"and tags.`{TAG_ROLE}` = 'trial'")}
+        for t in study.get_trials(deepcopy=False):
+            run_id = t.user_attrs.get(ATTR_RUN_ID)
+            if t.state.is_finished() and run_id in running_runs:
+                self._close_run(tracker, study, t, t.state.name, t.user_attrs.get(ATTR_FAIL_REASON), run_id=run_id)
+
+    # ------------------------------------------------------------------ the end of a study
+    def _finalize(self, study, tracker, parent_id, base, n_trials, best_weights) -> Dict[str, Any]:
+        from .study_report import log_study_report
+
+        trials = study.get_trials(deepcopy=False)
+        counts = {s.name: sum(t.state == s for t in counted_trials(trials)) for s in
+                  (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)}
+        summary: Dict[str, Any] = {"study_name": study.study_name, "n_trials": n_trials, "trials": counts,
+                                   "mlflow_parent_run_id": parent_id}
+        completed = [t for t in trials if t.state == TrialState.COMPLETE]
+        with study_lock(study._storage, study.study_name):
+            done_before = study.user_attrs.get(ATTR_FINALIZED)
+            if completed:
+                best = study.best_trial
+                summary.update(best_trial=best.number, best_val_acc=best.value, best_params=dict(best.params),
+                               best_run_id=best.user_attrs.get(ATTR_RUN_ID))
+                test_acc = self._best_test_accuracy(best, base, tracker, best_weights)
+                summary["best_test_acc"] = test_acc
+            if done_before != len(trials):  # one worker writes the study report per state of the study
+                log_study_report(study, tracker, parent_id, summary)
+                study.set_user_attr(ATTR_FINALIZED, len(trials))
+            tracker.end_run(parent_id, "FINISHED")
+        if completed:
+            log.info("study %s: best val_acc %.4f (trial %d, %s); its test_acc %.4f", study.study_name,
+                     summary["best_val_acc"], summary["best_trial"], summary["best_params"], summary["best_test_acc"])
+        return summary
+
+    def _best_test_accuracy(self, best, base, tracker: Tracker, best_weights) -> float:
+        """Test accuracy of the study's best trial (selection was by validation accuracy)."""
+        run_id = best.user_attrs.get(ATTR_RUN_ID)
+        run = tracker.get_run(run_id)
+        if "test_acc" in run.data.metrics:
+            return run.data.metrics["test_acc"]
+        device = resolve_device(base.device.type)
+        data = load_data(base.dataset, base.model.dtype, device)
+        W = best_weights.get(best.number)
+        if W is None:  # trained by another worker: read its saved weights
+            import tempfile
+
+            import linear_models as lm
+
+            with tempfile.TemporaryDirectory() as tmp:
+                W = lm.load_classifier(tracker.download_artifact(run_id, "weights.pt", tmp)).W
+        import linear_models as lm
+
+        acc = lm.accuracy(lm.predict_linear_classifier(W.to(device, data["X_test"].dtype), data["X_test"]), data["y_test"])
+        tracker.log_metrics(run_id, {"test_acc": acc}, step=int(run.data.metrics.get("iterations", 0)))
+        tracker.set_tags(run_id, {"test_acc_of": "best trial of its study (selected by val_acc)"})
+        return acc
+
+    def _write_results(self, summaries: List[Dict[str, Any]]) -> None:
+        self.sweep_dir.mkdir(parents=True, exist_ok=True)
+        clean = [{k: _plain(v) for k, v in s.items()} for s in summaries]
+        with open(self.sweep_dir / "optimization_results.yaml", "w") as fh:
+            yaml.safe_dump({"direction": self.direction, "metric": "val_acc", "studies": clean}, fh, sort_keys=False)
+        for s in summaries:
+            if "best_val_acc" in s:
+                print(f"[{s['study_name']}] best val_acc={s['best_val_acc']:.4f} test_acc={s['best_test_acc']:.4f} "
+                      f"params={s['best_params']} trials={s['trials']}")
+
+
+class _Progress:
+    """A tqdm bar over trials on a terminal; plain log lines otherwise."""
+
+    def __init__(self, name: str, total: int, done: int, enabled: Optional[bool]):
+        self.name, self.total, self.done = name, total, done
+        use_bar = sys.stderr.isatty() if enabled is None else enabled
+        self.bar = None
+        if use_bar:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, initial=done, desc=name, unit="trial", dynamic_ncols=True)
+
+    def update(self, n: int, best: Optional[float]) -> None:
+        self.done += n
+        if self.bar is not None:
+            self.bar.update(n)
+            if best is not None:
+                self.bar.set_postfix(best_val_acc=f"{best:.4f}")
+        else:
+            log.info("%s: %d/%d trials, best val_acc %s", self.name, self.done, self.total,
+                     "n/a" if best is None else f"{best:.4f}")
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _best_value(study) -> Optional[float]:
+    try:
+        return study.best_value
+    except ValueError:
+        return None
+
+
+def _keep_best(weights: Dict[int, torch.Tensor], study) -> None:
+    """Keep only the weights of this worker's best trial in memory."""
+    try:
+        best = study.best_trial.number
+    except ValueError:
+        return
+    for number in [n for n in weights if n != best]:
+        del weights[number]
+
+
+def _corners(dist) -> List[Any]:
+    if hasattr(dist, "choices"):
+        return list(dist.choices)
+    return [dist.low, dist.high]
+
+
+def _short(v) -> str:
+    return f"{v:.2e}" if isinstance(v, float) else str(v)
+
+
+def _plain(v):
+    if isinstance(v, dict):
+        return {str(k): _plain(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_plain(x) for x in v]
+    if isinstance(v, float) or isinstance(v, (int, str, bool)) or v is None:
+        return v
+    return str(v)

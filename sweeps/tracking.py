@@ -1,0 +1,211 @@
+"""MLflow side of a sweep: one experiment per sweep config, a parent run per study, a nested
+run per trial. Everything goes through one MlflowClient with explicit run ids (no global
+"active run"), metrics are sent in batches, and every call is retried with backoff so a
+tracking server that restarts loses nothing.
+"""
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import subprocess
+import time
+from pathlib import Path
+from typing import Dict, Iterable, Mapping, Optional, Sequence
+
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+log = logging.getLogger(__name__)
+
+# Tag names other tools (linear-compare, docs, users' queries) rely on.
+TAG_ROLE = "linear_sweeps.role"  # study | trial | comparison | reseed
+TAG_STUDY = "optuna.study_name"
+TAG_TRIAL_NUMBER = "optuna.trial_number"
+TAG_TRIAL_ID = "optuna.trial_id"
+TAG_TRIAL_STATE = "optuna.trial_state"
+TAG_STORAGE = "optuna.storage"
+TAG_FAILURE = "failure_reason"
+TAG_PARENT = "mlflow.parentRunId"
+TAG_OVERRIDES = "hydra.overrides"
+TAG_COMMIT = "mlflow.source.git.commit"
+
+MAX_METRICS_PER_BATCH = 1000
+_STATUS = {"COMPLETE": "FINISHED", "PRUNED": "KILLED", "FAIL": "FAILED"}
+
+
+def mlflow_status(optuna_state: str, fail_reason: Optional[str] = None) -> str:
+    """The MLflow run status that agrees with an Optuna trial state.
+
+    COMPLETE -> FINISHED, PRUNED -> KILLED, FAIL -> FAILED; a FAIL caused by an interruption or
+    a dead worker (not by the params) -> KILLED.
+    """
+    if optuna_state == "FAIL" and fail_reason and not fail_reason.startswith(("diverged", "error")):
+        return "KILLED"
+    return _STATUS.get(optuna_state, "RUNNING")
+
+
+def redact_url(url: Optional[str]) -> Optional[str]:
+    """A storage/tracking URL without its password, for tags and logs."""
+    if not url or "@" not in url or "://" not in url:
+        return url
+    scheme, rest = url.split("://", 1)
+    creds, host = rest.rsplit("@", 1)
+    return f"{scheme}://{creds.split(':', 1)[0]}:***@{host}"
+
+
+def absolute_local_uri(uri: str) -> str:
+    """Relative sqlite:/// and plain-path URIs become absolute (workers may run elsewhere)."""
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        return "sqlite:///" + str(Path(uri[len("sqlite:///"):]).resolve())
+    if "://" not in uri:
+        return Path(uri).resolve().as_uri()
+    return uri
+
+
+@functools.lru_cache(maxsize=1)
+def code_version() -> Optional[str]:
+    """The git commit of the checkout this code runs from, if any."""
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent,
+                             capture_output=True, text=True, timeout=5)
+        return out.stdout.strip() or None if out.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def _retrying(fn):
+    """Retry a tracking call on transient errors (locked SQLite, server restarting)."""
+
+    @functools.wraps(fn)
+    def wrapper(self, *args, **kwargs):
+        delay = self.backoff
+        for attempt in range(self.retries + 1):
+            try:
+                return fn(self, *args, **kwargs)
+            except (MlflowException, OSError) as e:
+                transient = isinstance(e, OSError) or any(
+                    s in str(e).lower() for s in ("locked", "connection", "temporarily", "timed out", "503", "502"))
+                if not transient or attempt == self.retries:
+                    raise
+                log.warning("tracking call %s failed (%s); retrying in %.1fs", fn.__name__, e, delay)
+                time.sleep(delay)
+                delay = min(delay * 2, 30)
+
+    return wrapper
+
+
+class Tracker:
+    """Thin, explicit wrapper around MlflowClient for the sweep's runs."""
+
+    def __init__(self, uri: str, experiment: str, artifact_location: Optional[str] = None, *,
+                 http_max_retries: int = 8, http_backoff_factor: float = 0.5, http_timeout: int = 60):
+        # The REST client reads its retry policy from the environment.
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", str(http_max_retries))
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", str(http_backoff_factor))
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(http_timeout))
+        self.uri = absolute_local_uri(uri)
+        self.client = MlflowClient(tracking_uri=self.uri)
+        self.retries, self.backoff = 6, 0.5
+        self.experiment_name = experiment
+        self._artifact_location = artifact_location
+        self._experiment_id: Optional[str] = None
+
+    @classmethod
+    def from_config(cls, tracking_cfg) -> "Tracker":
+        return cls(tracking_cfg.uri, tracking_cfg.experiment, tracking_cfg.artifact_location,
+                   http_max_retries=tracking_cfg.http_max_retries,
+                   http_backoff_factor=tracking_cfg.http_backoff_factor,
+                   http_timeout=tracking_cfg.http_timeout)
+
+    # ------------------------------------------------------------------ experiments and runs
+    @property
+    @_retrying
+    def experiment_id(self) -> str:
+        if self._experiment_id is None:
+            exp = self.client.get_experiment_by_name(self.experiment_name)
+            if exp is None:
+                location = None
+                if self._artifact_location and not self.uri.startswith(("http://", "https://", "databricks")):
+                    location = absolute_local_uri(self._artifact_location)
+                try:
+                    self._experiment_id = self.client.create_experiment(self.experiment_name, artifact_location=location)
+                except MlflowException:  # another worker created it first
+                    self._experiment_id = self.client.get_experiment_by_name(self.experiment_name).experiment_id
+            else:
+                if exp.lifecycle_stage == "deleted":
+                    self.client.restore_experiment(exp.experiment_id)
+                self._experiment_id = exp.experiment_id
+        return self._experiment_id
+
+    @_retrying
+    def create_run(self, name: str, tags: Mapping[str, str], params: Optional[Mapping] = None) -> str:
+        tags = {k: str(v) for k, v in tags.items() if v is not None}
+        if code_version():
+            tags.setdefault(TAG_COMMIT, code_version())
+        run = self.client.create_run(self.experiment_id, run_name=name, tags=tags)
+        if params:
+            self.client.log_batch(run.info.run_id, params=[Param(k, _param_str(v)) for k, v in params.items()])
+        return run.info.run_id
+
+    @_retrying
+    def end_run(self, run_id: str, status: str) -> None:
+        self.client.set_terminated(run_id, status)
+
+    @_retrying
+    def reopen_run(self, run_id: str) -> None:
+        self.client.update_run(run_id, status="RUNNING")
+
+    @_retrying
+    def set_tags(self, run_id: str, tags: Mapping[str, object]) -> None:
+        self.client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
+    @_retrying
+    def get_run(self, run_id: str):
+        return self.client.get_run(run_id)
+
+    @_retrying
+    def search(self, filter_string: str, max_results: int = 5000):
+        return self.client.search_runs([self.experiment_id], filter_string, max_results=max_results)
+
+    # ------------------------------------------------------------------ metrics and artifacts
+    def log_metrics(self, run_id: str, values: Mapping[str, float], step: int = 0) -> None:
+        now = int(time.time() * 1000)
+        self._log_metric_objects(run_id, [Metric(k, float(v), now, step) for k, v in values.items()])
+
+    def log_series(self, run_id: str, series: Mapping[str, tuple]) -> None:
+        """series: {key: (steps, values)} sent in batches of at most 1,000 points."""
+        now = int(time.time() * 1000)
+        metrics = [Metric(key, float(v), now, int(s)) for key, (steps, values) in series.items()
+                   for s, v in zip(steps, values)]
+        self._log_metric_objects(run_id, metrics)
+
+    def _log_metric_objects(self, run_id: str, metrics: Sequence[Metric]) -> None:
+        for start in range(0, len(metrics), MAX_METRICS_PER_BATCH):
+            self._log_batch(run_id, metrics[start:start + MAX_METRICS_PER_BATCH])
+
+    @_retrying
+    def _log_batch(self, run_id: str, metrics: Sequence[Metric]) -> None:
+        self.client.log_batch(run_id, metrics=list(metrics))
+
+    @_retrying
+    def log_params(self, run_id: str, params: Mapping[str, object]) -> None:
+        self.client.log_batch(run_id, params=[Param(k, _param_str(v)) for k, v in params.items()])
+
+    @_retrying
+    def log_artifacts(self, run_id: str, local_dir, artifact_path: Optional[str] = None) -> None:
+        self.client.log_artifacts(run_id, str(local_dir), artifact_path)
+
+    @_retrying
+    def download_artifact(self, run_id: str, path: str, dst) -> str:
+        return self.client.download_artifacts(run_id, path, str(dst))
+
+
+def _param_str(v) -> str:
+    return str(v)[:6000]
+
+
+def iter_chunks(items: Sequence, size: int) -> Iterable[Sequence]:
+    for i in range(0, len(items), size):
+        yield items[i:i + size]
