@@ -73,7 +73,7 @@ class TrackingConfig:
     log_images: bool = True
     test_eval: str = "best"  # best: test accuracy for each study's best trial; all: every trial
     http_max_retries: int = 8  # MLflow client retries (with backoff) when the server is away
-    http_backoff_factor: float = 0.5
+    http_backoff_factor: int = 1  # seconds; waits 1, 2, 4, ... between retries
     http_timeout: int = 60
 
 

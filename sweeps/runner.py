@@ -131,6 +131,8 @@ def _run_group(specs: List[TrialSpec], tracker: Optional[Tracker], report_interm
     train_hist: List[Dict[int, float]] = [dict() for _ in specs]
 
     def on_check(progress: lm.BatchedProgress):
+        if not progress.active:
+            return []
         train_acc = lm.batched_accuracy(progress.weights, X_sub, y_sub).tolist()
         pruned = []
         for j, k in enumerate(progress.active):

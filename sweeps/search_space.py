@@ -1,7 +1,8 @@
 """Hydra override grammar -> Optuna distributions, grid values and the outer grid.
 
 Bound convention (one for every sampler):
-  interval(a, b)     a <= x <= b (both ends included; ints when both bounds are ints)
+  interval(a, b)     a <= x <= b, a float (both ends included)
+  int(interval(a, b)) the same for integers
   range(a, b, s)     a, a+s, ... < b (stop excluded, as in Python and Hydra's basic sweeper)
   choice(x, y, ...)  one of the listed values
   tag(log, ...)      sample on a log scale (interval only)

@@ -65,6 +65,9 @@ ATTR_PARENT_RUN = "mlflow_parent_run_id"
 ATTR_EXPERIMENT = "mlflow_experiment_id"
 ATTR_FINALIZED = "linear_sweeps_finalized_trials"
 CPU_AUTO_BATCH, CUDA_AUTO_BATCH = 32, 128
+# Samplers whose draws come from a private RNG; grid, qmc and cmaes derive theirs from the
+# study (trial numbers, stored state) and keep one seeded instance.
+RESEEDED_SAMPLERS = ("tpe", "random")
 
 
 class SweepError(RuntimeError):
@@ -132,7 +135,7 @@ class SweepLoop:
         validate_config(base)
         for key, dist in plan.search_space.items():
             if OmegaConf.select(base, key, default="__missing__") == "__missing__":
-                raise ConfigError(f"hydra.sweeper.params: {key} is not a key of the config "
+                raise ConfigError(f"search space: {key} is not a key of the config "
                                   f"(known sections: {', '.join(base.keys())})")
             # The search space's corners must be valid values, or every trial would fail.
             for corner in _corners(dist):
@@ -141,9 +144,9 @@ class SweepLoop:
                     OmegaConf.update(probe, key, corner)
                     validate_config(probe)
                 except ConfigError as e:
-                    raise ConfigError(f"hydra.sweeper.params.{key}: the search space allows an invalid value: {e}") from None
+                    raise ConfigError(f"search space {key} allows an invalid value: {e}") from None
                 except Exception as e:
-                    raise ConfigError(f"hydra.sweeper.params.{key}: value {corner!r} does not fit the config: {e}") from None
+                    raise ConfigError(f"search space {key}: value {corner!r} does not fit the config: {e}") from None
         return base
 
     def _trial_config(self, base: DictConfig, plan: SweepPlan, cell, params: Dict[str, Any]) -> DictConfig:
@@ -220,7 +223,15 @@ class SweepLoop:
                         if isinstance(storage, optuna.storages.RDBStorage):
                             optuna.storages.fail_stale_trials(study)
                         k = min(k_max, remaining_budget(study, n_trials))
-                        asked = [study.ask(fixed_distributions=plan.search_space) for _ in range(k)]
+                        asked = []
+                        for _ in range(k):
+                            if self.sampler_name in RESEEDED_SAMPLERS:
+                                # Seeded by (seed, trial number): a relaunch or a second worker
+                                # never replays the random draws of an earlier one.
+                                number = len(study.get_trials(deepcopy=False))
+                                study.sampler = make_sampler(self.sampler_name, _trial_seed(seed, number),
+                                                             plan.search_space, self.sampler_kwargs)
+                            asked.append(study.ask(fixed_distributions=plan.search_space))
                         heartbeat.add([t._trial_id for t in asked])
                     if not asked:
                         others = study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING))
@@ -288,7 +299,7 @@ class SweepLoop:
             if error is not None:
                 log.warning("trial %d: %s", trial.number, error)
                 trial.set_user_attr(ATTR_FAIL_REASON, error)
-                study.tell(trial, state=TrialState.FAIL)
+                _tell(study, trial, state=TrialState.FAIL)
                 self._close_run(tracker, study, study._storage.get_trial(trial._trial_id), "FAIL", error)
             specs.append(spec)
         return specs
@@ -297,15 +308,15 @@ class SweepLoop:
         """Tell Optuna, then end the MLflow run in the agreeing state."""
         trial = spec.optuna_trial
         if out.status == COMPLETED and math.isfinite(out.val_acc):
-            study.tell(trial, out.val_acc)
+            _tell(study, trial, out.val_acc)
             state, reason = TrialState.COMPLETE, None
         elif out.status == PRUNED:
-            study.tell(trial, state=TrialState.PRUNED)
+            _tell(study, trial, state=TrialState.PRUNED)
             state, reason = TrialState.PRUNED, None
         else:
             reason = out.message or f"{out.status}: no finite validation accuracy"
             trial.set_user_attr(ATTR_FAIL_REASON, reason)
-            study.tell(trial, state=TrialState.FAIL)
+            _tell(study, trial, state=TrialState.FAIL)
             state = TrialState.FAIL
             log.warning("trial %d failed: %s", trial.number, reason)
         self._close_run(tracker, study, None, state.name, reason, run_id=spec.run_id)
@@ -333,7 +344,7 @@ class SweepLoop:
             if frozen.state != TrialState.RUNNING:
                 continue
             study._storage.set_trial_user_attr(frozen._trial_id, ATTR_FAIL_REASON, FAIL_INTERRUPTED)
-            study.tell(spec.optuna_trial, state=TrialState.FAIL)
+            _tell(study, spec.optuna_trial, state=TrialState.FAIL)
             self._close_run(tracker, study, None, "FAIL", FAIL_INTERRUPTED, run_id=spec.run_id)
             if self.max_retries > 0:
                 handler.retry(study, frozen)
@@ -453,6 +464,20 @@ def _keep_best(weights: Dict[int, torch.Tensor], study) -> None:
         return
     for number in [n for n in weights if n != best]:
         del weights[number]
+
+
+def _tell(study, trial, *args, **kwargs) -> None:
+    """study.tell, tolerating the grid sampler's study.stop() once the grid is used up
+    (Optuna stores the state before that error is raised)."""
+    try:
+        study.tell(trial, *args, **kwargs)
+    except RuntimeError as e:
+        if "Study.stop" not in str(e):
+            raise
+
+
+def _trial_seed(seed: int, number: int) -> int:
+    return (seed * 1_000_003 + number) % (2**32)
 
 
 def _corners(dist) -> List[Any]:

@@ -100,7 +100,7 @@ class Tracker:
     """Thin, explicit wrapper around MlflowClient for the sweep's runs."""
 
     def __init__(self, uri: str, experiment: str, artifact_location: Optional[str] = None, *,
-                 http_max_retries: int = 8, http_backoff_factor: float = 0.5, http_timeout: int = 60):
+                 http_max_retries: int = 8, http_backoff_factor: int = 1, http_timeout: int = 60):
         # The REST client reads its retry policy from the environment.
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", str(http_max_retries))
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", str(http_backoff_factor))

@@ -11,7 +11,8 @@ class LinearOptunaSweeperConf:
 
     params:
       model.learning_rate: tag(log, interval(1e-4, 1.0))   # float, log scale
-      model.num_iters: choice(1500, 3000)                  # categorical
+      model.num_iters: int(interval(500, 3000))            # integer, both ends included
+      model.lr_decay: choice(none, cosine)                 # categorical
       model.batch_size: range(100, 501, 100)               # 100..500; stop excluded, as in Python
 
     Comma lists on the command line that are not in `params` (loss=svm,softmax) form an outer

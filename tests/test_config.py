@@ -1,0 +1,105 @@
+"""Configs compose, the plugin is discovered, and bad values are refused with clear messages."""
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.plugins import Plugins
+from hydra.plugins.sweeper import Sweeper
+from hydra.errors import ConfigCompositionException
+from omegaconf.errors import ValidationError
+
+from sweeps.app import config_dir
+from sweeps.config import ConfigError, register_configs, validate_config
+
+register_configs()
+
+GROUP_OPTIONS = {
+    "model": ["linear"],
+    "loss": ["svm", "softmax"],
+    "device": ["auto", "cpu", "cuda"],
+    "dataset": ["cifar10", "image_folder"],
+    "sweep": ["tpe", "random", "grid", "accuracy"],
+}
+
+
+def _compose(*overrides, hydra=False):
+    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+        return compose("config", overrides=list(overrides), return_hydra_config=hydra)
+
+
+def test_sweeper_plugin_is_discovered():
+    names = [f"{p.__module__}.{p.__name__}" for p in Plugins.instance().discover(Sweeper)]
+    assert "hydra_plugins.linear_sweeps_sweeper.sweeper.LinearOptunaSweeper" in names
+
+
+@pytest.mark.parametrize("group,option", [(g, o) for g, opts in GROUP_OPTIONS.items() for o in opts])
+def test_every_config_group_composes(group, option, tmp_path):
+    cfg = _compose(f"{group}={option}", f"dataset.root={tmp_path}", hydra=True)
+    assert cfg.hydra.sweeper._target_.endswith("LinearOptunaSweeper")
+    if group == "loss":
+        assert cfg.loss.name == option
+        assert cfg.model.learning_rate == {"svm": 1e-2, "softmax": 1e-1}[option]
+    if group == "sweep":
+        assert cfg.hydra.sweeper.params["model.learning_rate"]
+        assert cfg.hydra.sweeper.sampler == {"accuracy": "tpe"}.get(option, option)
+    if group == "device" and option != "cuda":
+        validate_config(cfg)
+
+
+def test_defaults_are_embedded_stores():
+    cfg = _compose(hydra=True)
+    assert cfg.tracking.uri.startswith("sqlite:///") or cfg.tracking.uri.startswith("http")
+    assert cfg.hydra.sweeper.storage == "sqlite:///optuna.db"
+    assert cfg.dataset.name == "cifar10" and cfg.dataset.download is True
+    assert cfg.model.num_iters == 1500 and cfg.model.batch_size == 200
+
+
+@pytest.mark.parametrize("override", ["model.num_iters=abc", "model.learnin_rate=0.1", "model.batch_size=2.5"])
+def test_wrong_type_or_unknown_key_fails_at_composition(override):
+    with pytest.raises((ConfigCompositionException, ValidationError)):
+        _compose(override)
+
+
+@pytest.mark.parametrize("override,message", [
+    ("model.learning_rate=-0.1", r"model.learning_rate must be > 0, got -0.1"),
+    ("model.reg=-1", r"model.reg must be >= 0, got -1"),
+    ("model.batch_size=0", r"model.batch_size must be an integer >= 1, got 0"),
+    ("model.dtype=float16", r"model.dtype must be one of \['float32', 'float64'\], got 'float16'"),
+    ("model.lr_decay=linear", r"model.lr_decay must be one of \['none', 'step', 'cosine'\], got 'linear'"),
+    ("device=cuda", r"device.type must be 'cpu' or 'auto' on a machine without CUDA, got 'cuda'"),
+    ("dataset.validation_ratio=1.0", r"dataset.validation_ratio must be in \[0, 1\), got 1.0"),
+    ("eval_every=0", r"eval_every must be an integer >= 1, got 0"),
+])
+def test_bad_values_are_named(override, message, tmp_path):
+    import torch
+
+    if override == "device=cuda" and torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    cfg = _compose(override, f"dataset.root={tmp_path}")
+    with pytest.raises(ConfigError, match=message):
+        validate_config(cfg)
+
+
+def test_image_folder_root_must_exist(tmp_path):
+    cfg = _compose("dataset=image_folder", f"dataset.root={tmp_path / 'nope'}")
+    with pytest.raises(ConfigError, match=r"dataset.root must be an existing image folder or .tar.gz"):
+        validate_config(cfg)
+
+
+def test_config_found_in_installed_copy(tmp_path):
+    """A non-editable install carries conf/ as sweeps/conf (pyproject package-dir mapping)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(config_dir()).parent
+    target = tmp_path / "site"
+    proc = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--no-build-isolation", "-q",
+                           "--target", str(target), str(repo)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert (target / "sweeps" / "conf" / "config.yaml").is_file()
+    assert (target / "sweeps" / "conf" / "sweep" / "grid.yaml").is_file()
+    assert (target / "hydra_plugins" / "linear_sweeps_sweeper" / "sweeper.py").is_file()
+    out = subprocess.run([sys.executable, "-c", "import sweeps.app as a; print(a.config_dir())"], cwd=tmp_path,
+                         env={"PYTHONPATH": str(target), "PATH": "/usr/bin:/bin"}, capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == str(target / "sweeps" / "conf")

@@ -1,0 +1,296 @@
+"""End-to-end sweeps with the real `python -m sweeps --multirun`, SQLite MLflow and Optuna stores."""
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+import yaml
+from optuna.trial import TrialState
+
+from sweep_helpers import load_study, mlflow_client, run_sweep, trial_runs
+
+pytestmark = pytest.mark.slow
+
+EXPERIMENT = "linear-sweeps-image_folder"
+STATUS = {"COMPLETE": "FINISHED", "PRUNED": "KILLED", "FAIL": "FAILED"}
+
+
+def assert_states_agree(study, client):
+    """Every trial has exactly one run, linked both ways, in the agreeing state."""
+    runs = {r.info.run_id: r for r in trial_runs(client, extra=f"tags.`optuna.study_name` = '{study.study_name}'")}
+    assert len(runs) == len(study.trials)
+    for t in study.trials:
+        run = runs[t.user_attrs["mlflow_run_id"]]
+        assert run.data.tags["optuna.trial_number"] == str(t.number)
+        assert run.data.tags["optuna.trial_id"] == str(t._trial_id)
+        assert run.data.tags["optuna.trial_state"] == t.state.name
+        reason = t.user_attrs.get("fail_reason") or ""
+        expected = "KILLED" if t.state == TrialState.FAIL and not reason.startswith(("diverged", "error")) else STATUS[t.state.name]
+        assert run.info.status == expected, (t.number, t.state, reason)
+    return runs
+
+
+@pytest.fixture(scope="module")
+def two_loss_sweep(tmp_path_factory):
+    work = tmp_path_factory.mktemp("sweep") / "work"
+    proc = run_sweep(work, "loss=svm,softmax", "hydra.sweeper.n_trials=4", "hydra.sweeper.batch_size=2")
+    return work, proc
+
+
+def test_multirun_records_studies_trials_metrics_artifacts(two_loss_sweep):
+    work, proc = two_loss_sweep
+    client = mlflow_client(work)
+    exp = client.get_experiment_by_name(EXPERIMENT)
+    parents = client.search_runs([exp.experiment_id], "tags.`linear_sweeps.role` = 'study'")
+    assert sorted(r.data.tags["optuna.study_name"] for r in parents) == [
+        f"{EXPERIMENT}[loss=softmax]", f"{EXPERIMENT}[loss=svm]"]
+    for parent in parents:
+        name = parent.data.tags["optuna.study_name"]
+        loss = name.split("loss=")[1].rstrip("]")
+        assert parent.info.status == "FINISHED"
+        study = load_study(work, name)
+        assert len(study.trials) == 4 and all(t.state == TrialState.COMPLETE for t in study.trials)
+        runs = assert_states_agree(study, client)
+        assert parent.data.metrics["best_val_acc"] == pytest.approx(study.best_value)
+        parent_artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
+        assert {"accuracy_map.png", "trials.csv", "optimization_history.png"} <= parent_artifacts
+        with_test = []
+        for run in runs.values():
+            assert run.data.tags["mlflow.parentRunId"] == parent.info.run_id
+            assert run.data.tags["optuna.study_name"] == name
+            assert "hydra.overrides" in run.data.tags and f"loss={loss}" in run.data.tags["hydra.overrides"]
+            p = run.data.params
+            assert p["loss"] == loss and p["num_iters"] == "60" and p["batch_size"] == "16"
+            for key in ("learning_rate", "reg", "dtype", "device", "dataset", "seed", "init_scale"):
+                assert key in p
+            m = run.data.metrics
+            assert 0 <= m["train_acc"] <= 1 and 0 <= m["val_acc"] <= 1 and m["trial_seconds"] > 0
+            curve = client.get_metric_history(run.info.run_id, "train_loss")
+            assert [x.step for x in curve] == list(range(0, 60, 10)) + [59]
+            val_curve = client.get_metric_history(run.info.run_id, "val_acc")
+            assert [x.step for x in val_curve] == [20, 40, 60]
+            trial = study.trials[int(run.data.tags["optuna.trial_number"])]
+            assert trial.value == pytest.approx(m["val_acc"])
+            assert trial.intermediate_values == {} or set(trial.intermediate_values) <= {20, 40}
+            artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+            assert {"templates.png", "loss_curve.png", "confusion_val.png", "config.yaml", "weights.pt"} <= artifacts
+            if "test_acc" in m:
+                with_test.append(run)
+        # Selection by validation accuracy: only the best trial of each study gets a test accuracy.
+        assert len(with_test) == 1
+        assert with_test[0].info.run_id == study.best_trial.user_attrs["mlflow_run_id"]
+        assert with_test[0].data.tags["test_acc_of"].startswith("best trial")
+
+
+def test_optimization_results_yaml(two_loss_sweep):
+    work, _ = two_loss_sweep
+    (results,) = list((work / "multirun").glob("optimization_results.yaml"))
+    data = yaml.safe_load(results.read_text())
+    assert data["metric"] == "val_acc" and data["direction"] == "maximize"
+    assert len(data["studies"]) == 2
+    for s in data["studies"]:
+        study = load_study(work, s["study_name"])
+        assert s["best_val_acc"] == pytest.approx(study.best_value)
+        assert s["best_params"] == study.best_params
+        assert s["trials"]["COMPLETE"] == 4
+        assert 0 <= s["best_test_acc"] <= 1
+
+
+def test_artifact_images_are_valid(two_loss_sweep, tmp_path):
+    from PIL import Image
+
+    work, _ = two_loss_sweep
+    client = mlflow_client(work)
+    run = trial_runs(client)[0]
+    for name in ("templates.png", "loss_curve.png", "confusion_val.png"):
+        path = client.download_artifacts(run.info.run_id, name, str(tmp_path))
+        with Image.open(path) as img:
+            img.verify()
+
+
+def test_resume_runs_only_missing_trials(tmp_path):
+    work = tmp_path / "work"
+    run_sweep(work, "hydra.sweeper.n_trials=3", "hydra.sweeper.batch_size=1")
+    run_sweep(work, "hydra.sweeper.n_trials=5", "hydra.sweeper.batch_size=1")
+    study = load_study(work, EXPERIMENT)
+    assert len(study.trials) == 5
+    assert sorted(t.number for t in study.trials) == list(range(5))
+    assert len({tuple(sorted(t.params.items())) for t in study.trials}) == 5
+    assert_states_agree(study, mlflow_client(work))
+    # Rerunning a finished study runs nothing new.
+    run_sweep(work, "hydra.sweeper.n_trials=5")
+    assert len(load_study(work, EXPERIMENT).trials) == 5
+
+
+def test_divergent_trial_fails_and_sweep_goes_on(tmp_path):
+    work = tmp_path / "work"
+    run_sweep(work, "hydra.sweeper.sampler=grid", "hydra.sweeper.n_trials=2",
+              "model.learning_rate=choice(0.01,1e6)", "model.reg=choice(1.0)",
+              "hydra.sweeper.max_failure_rate=1.0")
+    study = load_study(work, EXPERIMENT)
+    states = {t.params["model.learning_rate"]: t for t in study.trials}
+    assert states[0.01].state == TrialState.COMPLETE
+    bad = states[1e6]
+    assert bad.state == TrialState.FAIL
+    assert bad.user_attrs["fail_reason"].startswith("diverged: loss is")
+    runs = assert_states_agree(study, mlflow_client(work))
+    assert runs[bad.user_attrs["mlflow_run_id"]].data.tags["failure_reason"].startswith("diverged")
+
+
+def test_batched_and_sequential_sweeps_agree(tmp_path):
+    common = ["hydra.sweeper.sampler=grid", "model.learning_rate=choice(0.001,0.01,0.1)",
+              "model.reg=choice(0.0001,0.01)", "model.dtype=float64"]
+    run_sweep(tmp_path / "seq", *common, "hydra.sweeper.batch_size=1")
+    run_sweep(tmp_path / "bat", *common, "hydra.sweeper.batch_size=6")
+    values = []
+    for name in ("seq", "bat"):
+        study = load_study(tmp_path / name, EXPERIMENT)
+        assert len(study.trials) == 6
+        values.append({tuple(sorted(t.params.items())): t.value for t in study.trials})
+    assert values[0].keys() == values[1].keys()
+    for key in values[0]:
+        assert values[0][key] == pytest.approx(values[1][key], abs=1e-12)
+    best = [max(v, key=v.get) for v in values]
+    assert best[0] == best[1]
+
+
+def test_pruned_trials_agree_in_both_stores(tmp_path):
+    work = tmp_path / "work"
+    run_sweep(work, "hydra.sweeper.sampler=random", "hydra.sweeper.n_trials=8", "hydra.sweeper.batch_size=1",
+              "hydra.sweeper.pruner=median", "+hydra.sweeper.pruner_kwargs.n_startup_trials=1",
+              "+hydra.sweeper.pruner_kwargs.n_warmup_steps=0",
+              "model.learning_rate=tag(log, interval(1e-9, 1e-1))", "eval_every=10")
+    study = load_study(work, EXPERIMENT)
+    pruned = [t for t in study.trials if t.state == TrialState.PRUNED]
+    assert pruned, [(t.params, t.state) for t in study.trials]
+    runs = assert_states_agree(study, mlflow_client(work))
+    for t in pruned:
+        run = runs[t.user_attrs["mlflow_run_id"]]
+        assert run.data.metrics["iterations"] < 60
+        assert t.intermediate_values
+
+
+def test_single_run_records_one_finished_run(tmp_path):
+    work = tmp_path / "work"
+    proc = run_sweep(work, "loss=softmax", multirun=False)
+    assert "softmax: train_acc=" in proc.stdout
+    client = mlflow_client(work)
+    exp = client.get_experiment_by_name(EXPERIMENT)
+    (run,) = client.search_runs([exp.experiment_id])
+    assert run.info.status == "FINISHED" and run.data.tags["linear_sweeps.role"] == "single"
+    assert {"train_acc", "val_acc", "test_acc", "train_loss"} <= set(run.data.metrics)
+
+
+@pytest.mark.parametrize("overrides,message", [
+    (["model.learning_rate=-0.1"], "model.learning_rate must be > 0, got -0.1"),
+    (["hydra.sweeper.n_trials=0"], "hydra.sweeper.n_trials must be an integer >= 1, got 0"),
+    (["model.learning_rate=interval(-1.0, 1.0)"],
+     "search space model.learning_rate allows an invalid value: model.learning_rate must be > 0, got -1.0"),
+    (["model.learnin_rate=interval(0.1, 1.0)"], "model.learnin_rate is not a key of the config"),
+    (["hydra.sweeper.sampler=annealing"], "hydra.sweeper.sampler must be one of"),
+    (["device=tpu"], "Could not find 'device/tpu'"),
+])
+def test_bad_config_is_rejected_before_any_run(tmp_path, overrides, message):
+    work = tmp_path / "work"
+    proc = run_sweep(work, *overrides, check=False)
+    assert proc.returncode != 0
+    assert message in proc.stderr + proc.stdout
+    if (work / "mlflow.db").exists():
+        client = mlflow_client(work)
+        exp = client.get_experiment_by_name(EXPERIMENT)
+        assert exp is None or not client.search_runs([exp.experiment_id])
+
+
+def test_bad_single_run_value_creates_no_run(tmp_path):
+    work = tmp_path / "work"
+    proc = run_sweep(work, "model.reg=-1", multirun=False, check=False)
+    assert proc.returncode != 0 and "model.reg must be >= 0, got -1" in proc.stderr
+    if (work / "mlflow.db").exists():
+        client = mlflow_client(work)
+        exp = client.get_experiment_by_name(EXPERIMENT)
+        assert exp is None or not client.search_runs([exp.experiment_id])
+
+
+def test_ctrl_c_kills_open_runs_and_next_launch_resumes(tmp_path):
+    work = tmp_path / "work"
+    run_sweep(work, "hydra.sweeper.n_trials=1")  # warm the data cache and create the stores
+    env = {**os.environ, "PYTHONPATH": str(work.parent)}
+    from sweep_helpers import QUICK, REPO, dataset
+
+    args = [sys.executable, "-m", "sweeps", "--multirun", *QUICK, f"dataset.root={dataset(work.parent)}",
+            f"dataset.cache_dir={work.parent / 'cache'}", f"hydra.sweep.dir={work / 'multirun2'}",
+            "hydra.sweeper.n_trials=3", "hydra.sweeper.batch_size=1", "model.num_iters=400000", "eval_every=100000"]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "MLFLOW_TRACKING_URI": f"sqlite:///{work / 'mlflow.db'}"}
+    proc = subprocess.Popen(args, cwd=work, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            study = load_study(work, EXPERIMENT)
+            if any(t.state == TrialState.RUNNING and t.user_attrs.get("mlflow_run_id") for t in study.trials):
+                break
+            time.sleep(0.5)
+        time.sleep(1.0)
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    study = load_study(work, EXPERIMENT)
+    killed = [t for t in study.trials if t.state == TrialState.FAIL]
+    assert len(killed) == 1 and killed[0].user_attrs["fail_reason"] == "interrupted"
+    assert any(t.state == TrialState.WAITING for t in study.trials)  # re-queued with the same params
+    client = mlflow_client(work)
+    assert client.get_run(killed[0].user_attrs["mlflow_run_id"]).info.status == "KILLED"
+    assert not trial_runs(client, extra="attributes.status = 'RUNNING'")
+    run_sweep(work, "hydra.sweeper.n_trials=3")
+    study = load_study(work, EXPERIMENT)
+    complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
+    assert len(complete) == 3
+    assert killed[0].params in [t.params for t in complete]
+    assert_states_agree(study, client)
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_sweep_against_a_real_mlflow_server(tmp_path):
+    import urllib.request
+
+    port = _free_port()
+    server_dir = tmp_path / "server"
+    server_dir.mkdir()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+         "--backend-store-uri", f"sqlite:///{server_dir / 'mlflow.db'}", "--artifacts-destination",
+         str(server_dir / "artifacts"), "--workers", "1"],
+        cwd=server_dir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 90
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2)
+                break
+            except OSError:
+                if time.time() > deadline or server.poll() is not None:
+                    raise AssertionError("mlflow server did not start")
+                time.sleep(0.5)
+        work = tmp_path / "work"
+        uri = f"http://127.0.0.1:{port}"
+        run_sweep(work, "hydra.sweeper.n_trials=2", f"tracking.uri={uri}", env={"MLFLOW_TRACKING_URI": uri})
+        import mlflow
+
+        client = mlflow.MlflowClient(tracking_uri=uri)
+        runs = trial_runs(client)
+        assert len(runs) == 2 and all(r.info.status == "FINISHED" for r in runs)
+        artifacts = {a.path for a in client.list_artifacts(runs[0].info.run_id)}
+        assert "templates.png" in artifacts
+        assert not (work / "mlflow.db").exists()
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
