@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 import urllib.error
 from typing import Dict, Tuple
 
@@ -11,6 +12,7 @@ from omegaconf import DictConfig
 log = logging.getLogger(__name__)
 
 _CACHE: Dict[Tuple, dict] = {}
+_LOCK = threading.Lock()  # one loader at a time when several devices train in threads
 
 
 class DatasetUnavailable(RuntimeError):
@@ -35,11 +37,17 @@ def dataset_key(dataset_cfg: DictConfig) -> Tuple:
 def load_data(dataset_cfg: DictConfig, dtype: str, device: torch.device) -> dict:
     """Preprocessed splits (see linear_models.data.preprocess), cached per (dataset, dtype, device)."""
     key = (dataset_key(dataset_cfg), dtype, str(device))
+    with _LOCK:
+        return _load_locked(key, dataset_cfg, dtype, device)
+
+
+def _load_locked(key, dataset_cfg: DictConfig, dtype: str, device: torch.device) -> dict:
     if key not in _CACHE:
         from linear_models import data as lm_data
 
         raw = _load_raw(dataset_cfg, lm_data)
-        _CACHE.clear()  # keep one dataset on the device at a time
+        for old in [k for k in _CACHE if k[2] == str(device)]:
+            del _CACHE[old]  # keep one dataset per device
         _CACHE[key] = lm_data.preprocess(
             raw,
             validation_ratio=dataset_cfg.validation_ratio,

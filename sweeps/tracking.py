@@ -11,7 +11,7 @@ import os
 import subprocess
 import time
 from pathlib import Path
-from typing import Dict, Iterable, Mapping, Optional, Sequence
+from typing import Mapping, Optional, Sequence
 
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
@@ -130,7 +130,10 @@ class Tracker:
                 if self._artifact_location and not self.uri.startswith(("http://", "https://", "databricks")):
                     location = absolute_local_uri(self._artifact_location)
                 try:
-                    self._experiment_id = self.client.create_experiment(self.experiment_name, artifact_location=location)
+                    # The kind tag opens the experiment in the UI's "Model training" view.
+                    self._experiment_id = self.client.create_experiment(
+                        self.experiment_name, artifact_location=location,
+                        tags={"mlflow.experimentKind": "custom_model_development"})
                 except MlflowException:  # another worker created it first
                     self._experiment_id = self.client.get_experiment_by_name(self.experiment_name).experiment_id
             else:
@@ -204,8 +207,3 @@ class Tracker:
 
 def _param_str(v) -> str:
     return str(v)[:6000]
-
-
-def iter_chunks(items: Sequence, size: int) -> Iterable[Sequence]:
-    for i in range(0, len(items), size):
-        yield items[i:i + size]

@@ -1,0 +1,60 @@
+"""The trial runner: grouping into stacked models, devices, and independence from batch mates."""
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+
+from imagegen import make_image_tree
+from sweeps.app import config_dir
+from sweeps.config import register_configs
+from sweeps.runner import COMPLETED, TrialSpec, group_key, run_trials
+
+register_configs()
+
+
+@pytest.fixture(scope="module")
+def base_cfg(tmp_path_factory):
+    root = make_image_tree(tmp_path_factory.mktemp("img") / "tree", train_per_class=30, test_per_class=8, noise=160.0)
+    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+        return compose("config", overrides=["dataset=image_folder", f"dataset.root={root}", "device=cpu",
+                                             "model.num_iters=40", "model.batch_size=16", "eval_every=20",
+                                             "model.dtype=float64", "dataset.cache_dir=false"])
+
+
+def spec(cfg, number, **model):
+    cfg = cfg.copy()
+    for k, v in model.items():
+        cfg.model[k] = v
+    return TrialSpec(cfg=cfg, number=number)
+
+
+def test_group_key_ignores_only_batchable_keys(base_cfg):
+    a = spec(base_cfg, 0, learning_rate=0.1, reg=0.1, num_iters=10, lr_decay="cosine").cfg
+    b = spec(base_cfg, 1, learning_rate=0.2, reg=0.0).cfg
+    c = spec(base_cfg, 2, batch_size=32).cfg
+    assert group_key(a) == group_key(b) != group_key(c)
+
+
+def test_results_do_not_depend_on_batch_mates_or_devices(base_cfg):
+    specs = [spec(base_cfg, i, learning_rate=lr, reg=reg) for i, (lr, reg) in
+             enumerate([(1e-3, 1e-4), (1e-2, 1e-3), (1e-1, 1e-2), (3e-2, 0.0)])]
+    softmax = base_cfg.copy()
+    softmax.loss.name = "softmax"
+    specs.append(TrialSpec(cfg=softmax, number=4))
+    together = run_trials(specs, None)
+    alone = [run_trials([s], None)[0] for s in specs]
+    two_devices = run_trials(specs, None, devices=[torch.device("cpu"), torch.device("cpu")])
+    for t, a, d in zip(together, alone, two_devices):
+        assert t.status == a.status == d.status == COMPLETED
+        assert t.val_acc == pytest.approx(a.val_acc, abs=1e-12) == pytest.approx(d.val_acc, abs=1e-12)
+        assert torch.allclose(t.weights, a.weights, rtol=1e-10, atol=1e-14)
+        assert torch.allclose(t.weights, d.weights, rtol=1e-10, atol=1e-14)
+        assert set(t.val_history) == {20, 40}
+    assert [o.number for o in together] == [0, 1, 2, 3, 4]
+
+
+def test_broken_group_fails_its_trials_only(base_cfg):
+    bad = base_cfg.copy()
+    bad.dataset.root = "/nonexistent/images"
+    out = run_trials([spec(base_cfg, 0), TrialSpec(cfg=bad, number=1)], None)
+    assert out[0].status == COMPLETED
+    assert out[1].status == "error" and "nonexistent" in out[1].message
