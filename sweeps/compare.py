@@ -36,20 +36,22 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import pandas as pd
+from mlflow.exceptions import MlflowException
+
+# Tag names: one source, sweeps/tracking.py.
+from .tracking import (
+    TAG_FAILURE,
+    TAG_PARENT,
+    TAG_RESEED_OF,
+    TAG_RESEED_SEED,
+    TAG_RETRY_OF,
+    TAG_ROLE,
+    TAG_STUDY,
+    TAG_TRIAL_NUMBER,
+    TAG_TRIAL_STATE,
+)
 
 log = logging.getLogger(__name__)
-
-# Tag names written by the sweep (sweeps/tracking.py); repeated here so that reading a store
-# does not import the sweep's training stack.
-TAG_ROLE = "linear_sweeps.role"
-TAG_STUDY = "optuna.study_name"
-TAG_TRIAL_NUMBER = "optuna.trial_number"
-TAG_TRIAL_STATE = "optuna.trial_state"
-TAG_FAILURE = "failure_reason"
-TAG_PARENT = "mlflow.parentRunId"
-TAG_RETRY_OF = "optuna.retry_of"
-TAG_RESEED_OF = "reseed.of_run"
-TAG_RESEED_SEED = "reseed.seed"
 
 DEFAULT_URI = "sqlite:///mlflow.db"
 EXIT_ERROR = 2
@@ -352,7 +354,11 @@ class RunLoader:
         """The run's config.yaml (with --data-root applied)."""
         from omegaconf import OmegaConf
 
-        cfg = OmegaConf.load(self.artifact(run_id, "config.yaml"))
+        path = self.artifact(run_id, "config.yaml")
+        try:
+            cfg = OmegaConf.load(path)
+        except Exception as e:
+            raise RunUnavailable(f"run {run_id}: config.yaml cannot be read ({e})") from None
         if self.data_root is not None:
             cfg.dataset.root = self.data_root
         return cfg
@@ -376,7 +382,10 @@ class RunLoader:
         from .data import load_data
 
         cfg = self.config(run_id)
-        W = lm.load_classifier(self.artifact(run_id, "weights.pt")).W
+        try:
+            W = lm.load_classifier(self.artifact(run_id, "weights.pt")).W
+        except (ValueError, RuntimeError, OSError) as e:
+            raise RunUnavailable(f"run {run_id}: weights.pt cannot be read ({e})") from None
         device = self.eval_device(cfg)
         try:
             data = load_data(cfg.dataset, cfg.model.dtype, device)
@@ -529,18 +538,18 @@ def welch_test(a: MeanCI, b: MeanCI) -> Optional[Welch]:
 # ---------------------------------------------------------------------------------------------
 # Reseeding: the best config of each family, S new seeds, as MLflow runs nested under the comparison
 # ---------------------------------------------------------------------------------------------
-def reseed_family(summary: FamilySummary, loader: RunLoader, seeds: Sequence[int], tracker=None,
-                  parent_id: Optional[str] = None, device: Optional[str] = None) -> pd.DataFrame:
-    """Retrain ``summary.best``'s config.yaml once per seed (sweeps.runner.run_trials); one row per seed."""
+def reseed_config(summary: FamilySummary, loader: RunLoader, device: Optional[str] = None):
+    """The best run's config.yaml, checked to train here (device, dataset), with test_eval=all.
+
+    Raises CompareError before any run is created when it cannot.
+    """
     from omegaconf import open_dict
 
     from .config import ConfigError, validate_config
-    from .data import resolve_device
-    from .runner import COMPLETED, TrialSpec, run_trials, trial_params
+    from .data import load_data, resolve_device
 
-    best = summary.best
     try:
-        base = loader.config(best["run_id"])
+        base = loader.config(summary.best["run_id"])
     except RunUnavailable as e:
         raise CompareError(f"--reseed: family {summary.family}: {e}") from None
     with open_dict(base):
@@ -552,6 +561,25 @@ def reseed_family(summary: FamilySummary, loader: RunLoader, seeds: Sequence[int
     except ConfigError as e:
         hint = " (pass --device cpu)" if "device" in str(e) else (" (pass --data-root PATH)" if "root" in str(e) else "")
         raise CompareError(f"--reseed: the best {summary.family} run's config cannot train here: {e}{hint}") from None
+    try:
+        load_data(base.dataset, base.model.dtype, resolve_device(base.device.type))
+    except Exception as e:
+        raise CompareError(f"--reseed: the dataset of the best {summary.family} run (dataset.root="
+                           f"{base.dataset.get('root')!r}) could not be loaded: {type(e).__name__}: {e}; "
+                           "pass --data-root PATH") from None
+    return base
+
+
+def reseed_family(summary: FamilySummary, base, seeds: Sequence[int], tracker=None,
+                  parent_id: Optional[str] = None) -> pd.DataFrame:
+    """Retrain ``base`` (from :func:`reseed_config`) once per seed with sweeps.runner.run_trials.
+
+    Each seed is a run nested under ``parent_id`` (when ``tracker`` is given); one row per seed.
+    """
+    from .data import resolve_device
+    from .runner import COMPLETED, TrialSpec, run_trials, trial_params
+
+    best = summary.best
     dev = resolve_device(base.device.type)
     specs = []
     for i, seed in enumerate(seeds):
@@ -639,14 +667,18 @@ def fig_best_so_far(df: pd.DataFrame, labels: pd.Series, families: Sequence[str]
         single_study = sub["study"].nunique() <= 1 and sub["trial"].notna().all()
         sub = sub.sort_values(["trial", "start_time"] if single_study else ["start_time"])
         x = sub["trial"].astype(float).to_numpy() if single_study else np.arange(len(sub), dtype=float)
-        v = np.where(sub["state"] == "COMPLETE", pd.to_numeric(sub.get("val_acc"), errors="coerce"), np.nan)
-        v = v.astype(float)
+        val = pd.to_numeric(sub["val_acc"], errors="coerce") if "val_acc" in sub.columns else np.nan
+        v = np.where(sub["state"] == "COMPLETE", val, np.nan).astype(float)
         best = np.fmax.accumulate(np.where(np.isfinite(v), v, -np.inf))
         best[~np.isfinite(best)] = np.nan
         color = f"C{i}"
         ax.step(x, best, where="post", color=color, label=f"{fam} (best {np.nanmax(v) if np.isfinite(v).any() else float('nan'):.4f})")
         ax.scatter(x, v, color=color, alpha=0.35, s=18)
-    ax.set_xlabel("trial number" + ("" if df["study"].nunique() <= len(families) else " (start order)"))
+    multi = any(df.loc[labels == fam, "study"].nunique() > 1 for fam in families)
+    ax.set_xlabel("trial number" + (" (in start order where a family spans several studies)" if multi else ""))
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel("val accuracy (best so far; dots: each trial)")
     ax.set_title("best validation accuracy so far")
     ax.grid(alpha=0.3)
@@ -875,7 +907,7 @@ code {{ background: #f3f3f3; padding: 0 3px; }}
 <h1>{title}</h1>
 {body}
 <script>
-document.querySelectorAll("table.sortable th").forEach(function (th, col) {{
+document.querySelectorAll("table.sortable th").forEach(function (th) {{
   th.addEventListener("click", function () {{
     var table = th.closest("table"), body = table.tBodies[0];
     var rows = Array.from(body.rows), asc = th.dataset.asc !== "1";
@@ -884,7 +916,7 @@ document.querySelectorAll("table.sortable th").forEach(function (th, col) {{
     var idx = Array.from(th.parentNode.children).indexOf(th);
     rows.sort(function (a, b) {{
       var x = a.cells[idx].textContent, y = b.cells[idx].textContent;
-      var nx = parseFloat(x), ny = parseFloat(y);
+      var nx = x.trim() === "" ? NaN : Number(x), ny = y.trim() === "" ? NaN : Number(y);
       var c = (!isNaN(nx) && !isNaN(ny)) ? nx - ny : x.localeCompare(y);
       return asc ? c : -c;
     }});
@@ -952,16 +984,19 @@ def build_report(df: pd.DataFrame, labels: pd.Series, summaries: List[FamilySumm
                      f"{s.median_seconds:.3g}" if _finite(s.median_seconds) else "n/a",
                      ", ".join(_acc(v) for v in s.top["val_acc"])])
     rep.table(headers, rows)
-    rep.text("Counts are of MLflow trial runs by their Optuna state (`optuna.trial_state`); `retried`: failed trials "
-             "the sweep re-queued (their retry is counted separately). Median s/trial: the `trial_seconds` metric "
-             "(training time, amortized over trials trained together). Test accuracy of the best: "
+    rep.text("Counts are of MLflow trial runs by their Optuna state (`optuna.trial_state`)"
+             + ("; `retried`: failed trials the sweep re-queued (their retry is counted separately)" if any_retried else "")
+             + ". Median s/trial: the `trial_seconds` metric (training time, amortized over trials trained together). "
+             "Best: highest val accuracy (selection never looks at test accuracy). Test accuracy of the best: "
              + "; ".join(f"{s.family}: {s.test_acc_source}" for s in summaries) + ".")
     gap = [s for s in summaries if s.best is not None]
     if len(gap) >= 2:
         a, b = sorted(gap, key=lambda s: -s.best_val_acc)[:2]
-        rep.text(f"Best single runs: {a.family} leads {b.family} by {100 * (a.best_val_acc - b.best_val_acc):.2f} "
-                 f"points of val accuracy" + (f" and {100 * (a.test_acc - b.test_acc):+.2f} points of test accuracy"
-                                             if _finite(a.test_acc) and _finite(b.test_acc) else "") + ".")
+        test_gap = (f"; test accuracy {100 * (a.test_acc - b.test_acc):+.2f} points"
+                    if _finite(a.test_acc) and _finite(b.test_acc) else "")
+        lead = (f"{a.family} and {b.family} tie on val accuracy" if a.best_val_acc == b.best_val_acc else
+                f"{a.family} leads {b.family} by {100 * (a.best_val_acc - b.best_val_acc):.2f} points of val accuracy")
+        rep.text(f"Best single runs: {lead}{test_gap} (one seed each{'' if S else ': see --reseed'}).")
 
     for s in summaries:
         rep.heading(f"Top {top_k} configurations: {s.family}", 3)
@@ -977,14 +1012,17 @@ def build_report(df: pd.DataFrame, labels: pd.Series, summaries: List[FamilySumm
         cis = {s.family: {m: mean_ci(reseeds.loc[reseeds["family"] == s.family, m]) for m in ("val_acc", "test_acc")}
                for s in summaries if s.best is not None}
         rows = []
+        by_family = {s.family: s for s in summaries}
         for fam, c in cis.items():
             sub = reseeds[reseeds["family"] == fam]
             rows.append([fam, len(sub), int((sub["status"] == "completed").sum()), c["val_acc"].fmt(), c["test_acc"].fmt(),
+                         f"{_acc(by_family[fam].best_val_acc)} / {_acc(by_family[fam].test_acc)}",
                          ", ".join(str(x) for x in sub["seed"])])
-        rep.table(["family", "seeds", "completed", "val acc mean ± std [95% CI]", "test acc mean ± std [95% CI]",
-                   "seeds"], rows)
-        rep.text("95% intervals: mean ± t(0.975, n-1)·std/√n (Student t). The original best run is not among "
-                 "the reseeds (it was selected for its high val accuracy, which would bias the mean upward).")
+        rep.table(["family", "reseeds", "completed", "val acc mean ± std [95% CI]", "test acc mean ± std [95% CI]",
+                   "best sweep run (val / test)", "seeds"], rows)
+        rep.text("95% intervals: mean ± t(0.975, n-1)·std/√n (Student t, clipped to [0, 1]). The original best run "
+                 "is not among the reseeds: it was selected for its high val accuracy, so its numbers are biased "
+                 "upward (compare its column with the means).")
         rep.heading("Is the gap between families larger than the seed noise?", 3)
         rep.text("Test: Welch's unequal-variance t-test on the reseeded test accuracies (two-sided, α = 0.05); the "
                  "val-accuracy test and whether the 95% intervals overlap are shown too (non-overlap is the "
@@ -1104,93 +1142,112 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
     group_by = args.group_by or ["loss"]
     uri = resolve_tracking_uri(args.tracking_uri)
     client = open_client(uri)
-    df, _ = load_trials(client, selection)
+    try:
+        df, _ = load_trials(client, selection)
+    except MlflowException as e:
+        raise CompareError(f"cannot read the MLflow store at {redact(uri)}: {e}") from None
     labels = family_labels(df, group_by)
     summaries = summarize(df, group_by, args.top_k)
     log.info("%d trial runs in %d families: %s", len(df), len(summaries), ", ".join(s.family for s in summaries))
     families = [s.family for s in summaries]
     out = Path(args.out or f"comparison-{time.strftime('%Y%m%d-%H%M%S')}")
-    out.mkdir(parents=True, exist_ok=True)
-    for path in (args.csv, args.parquet):
-        if path:
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
+    for folder in [out] + [Path(p).parent for p in (args.csv, args.parquet) if p]:
+        folder.mkdir(parents=True, exist_ok=True)
 
-    tracker = comparison_id = None
-    exp_name = df["experiment"].value_counts().index[0]  # the experiment holding most of the selected trials
-    if not args.no_log:
-        from .tracking import Tracker
+    with tempfile.TemporaryDirectory(prefix="linear-compare-") as tmp:
+        loader = RunLoader(client, Path(tmp), args.data_root, args.device)
+        bases = {s.family: reseed_config(s, loader, args.device) for s in summaries
+                 if args.reseed and s.best is not None}  # fail before anything is logged
+        for stale in [f"{k}.png" for k in FIGURE_KEYS] + ["reseeds.csv"]:  # from an earlier report in --out
+            (out / stale).unlink(missing_ok=True)
+        exp_name = df["experiment"].value_counts().index[0]  # the experiment holding most of the selected trials
+        tracker = comparison_id = None
+        if not args.no_log:
+            from .tracking import Tracker
 
-        tracker = Tracker(uri, exp_name)
-        comparison_id = tracker.create_run(
-            f"comparison {' vs '.join(families)}",
-            tags={TAG_ROLE: "comparison", "compare.selection": selection.describe(),
-                  "compare.group_by": ",".join(group_by), "compare.families": ",".join(families),
-                  "compare.shows": f"reseeded means ({args.reseed} seeds)" if args.reseed else "single best runs"},
-            params={"group_by": ",".join(group_by), "top_k": args.top_k, "reseed": args.reseed,
-                    "experiments": ",".join(selection.experiments) or "all",
-                    "studies": ",".join(selection.studies) or "all", "trial_runs": len(df)})
-    status = "FAILED"
-    try:
-        with tempfile.TemporaryDirectory(prefix="linear-compare-") as tmp:
-            loader = RunLoader(client, Path(tmp), args.data_root, args.device)
-            fill_test_accuracy(summaries, loader, tracker)
-            reseeds = None
-            if args.reseed:
-                frames = []
-                for s in summaries:
-                    if s.best is None:
-                        continue
-                    seed0 = int(s.best.get("seed", 0)) if _finite(s.best.get("seed")) else 0
-                    seeds = [seed0 + i for i in range(1, args.reseed + 1)]
-                    frames.append(reseed_family(s, loader, seeds, tracker, comparison_id, args.device))
-                    s.reseed = frames[-1]
-                reseeds = pd.concat(frames, ignore_index=True) if frames else None
-                if reseeds is not None:
-                    reseeds.to_csv(out / "reseeds.csv", index=False)
-            notes: List[str] = []
-            figures = {
-                "accuracy_map": fig_accuracy_maps(df, labels, families, out / "accuracy_map.png"),
-                "best_so_far": fig_best_so_far(df, labels, families, out / "best_so_far.png"),
-                "loss_curves": fig_loss_curves(client, summaries, out / "loss_curves.png"),
-            }
-            for key, fn in (("templates", fig_templates), ("per_class", fig_per_class)):
-                path = fn(summaries, loader, out / f"{key}.png", notes)
-                if path is not None:
-                    figures[key] = path
-            if reseeds is not None:
-                figures["reseeds"] = fig_reseeds(reseeds, [s.family for s in summaries if s.best is not None],
-                                                 out / "reseeds.png")
-        df.to_csv(out / "trials.csv", index=False)
-        if args.csv:
-            df.to_csv(args.csv, index=False)
-        if args.parquet:
-            df.to_parquet(args.parquet, index=False)
-        report = build_report(df, labels, summaries, selection=selection, uri=uri, group_by=group_by,
-                              top_k=args.top_k, reseeds=reseeds, figures=figures, notes=notes,
-                              comparison=(comparison_id, exp_name) if comparison_id else None)
-        (out / "report.md").write_text(report.markdown())
-        (out / "report.html").write_text(report.html())
-        if tracker is not None:
-            metrics = {}
-            for s in summaries:
-                key = _metric_key(s.family)
-                metrics.update({f"{key}.best_val_acc": s.best_val_acc, f"{key}.trials": s.trials,
-                                f"{key}.completed": s.completed})
-                if _finite(s.test_acc):
-                    metrics[f"{key}.best_test_acc"] = s.test_acc
-                if s.reseed is not None:
-                    for m in ("val_acc", "test_acc"):
-                        ci = mean_ci(s.reseed[m])
-                        if ci.n:
-                            metrics[f"{key}.reseed_{m}_mean"] = ci.mean
-                        if ci.n >= 2:
-                            metrics[f"{key}.reseed_{m}_std"] = ci.std
-            tracker.log_metrics(comparison_id, {k: v for k, v in metrics.items() if _finite(v)})
-            tracker.log_artifacts(comparison_id, out)
-        status = "FINISHED"
-    finally:
-        if tracker is not None:
-            tracker.end_run(comparison_id, status)
+            tracker = Tracker(uri, exp_name)
+            comparison_id = tracker.create_run(
+                f"comparison {' vs '.join(families)}",
+                tags={TAG_ROLE: "comparison", "compare.selection": selection.describe(),
+                      "compare.group_by": ",".join(group_by), "compare.families": ",".join(families),
+                      "compare.shows": f"reseeded means ({args.reseed} seeds)" if args.reseed else "single best runs"},
+                params={"group_by": ",".join(group_by), "top_k": args.top_k, "reseed": args.reseed,
+                        "experiments": ",".join(selection.experiments) or "all",
+                        "studies": ",".join(selection.studies) or "all", "trial_runs": len(df)})
+        status = "FAILED"
+        try:
+            result = _report(args, df, labels, summaries, loader, bases, tracker, comparison_id, exp_name,
+                             selection, group_by, uri, out)
+            status = "FINISHED"
+        except KeyboardInterrupt:
+            status = "KILLED"
+            raise
+        finally:
+            if tracker is not None:
+                tracker.end_run(comparison_id, status)
+    return result
+
+
+FIGURE_KEYS = ("accuracy_map", "best_so_far", "loss_curves", "templates", "per_class", "reseeds")
+
+
+def _report(args, df, labels, summaries, loader, bases, tracker, comparison_id, exp_name, selection, group_by,
+            uri, out) -> Dict[str, Any]:
+    """Test accuracies, reseeds, figures, report files and the comparison run's metrics and artifacts."""
+    families = [s.family for s in summaries]
+    fill_test_accuracy(summaries, loader, tracker)
+    reseeds = None
+    if bases:
+        frames = []
+        for s in summaries:
+            if s.family not in bases:
+                continue
+            seed0 = int(s.best["seed"]) if _finite(s.best.get("seed")) else 0
+            seeds = [seed0 + i for i in range(1, args.reseed + 1)]
+            s.reseed = reseed_family(s, bases[s.family], seeds, tracker, comparison_id)
+            frames.append(s.reseed)
+        reseeds = pd.concat(frames, ignore_index=True)
+        reseeds.to_csv(out / "reseeds.csv", index=False)
+    notes: List[str] = []
+    figures = {
+        "accuracy_map": fig_accuracy_maps(df, labels, families, out / "accuracy_map.png"),
+        "best_so_far": fig_best_so_far(df, labels, families, out / "best_so_far.png"),
+        "loss_curves": fig_loss_curves(loader.client, summaries, out / "loss_curves.png"),
+    }
+    for key, fn in (("templates", fig_templates), ("per_class", fig_per_class)):
+        path = fn(summaries, loader, out / f"{key}.png", notes)
+        if path is not None:
+            figures[key] = path
+    if reseeds is not None:
+        figures["reseeds"] = fig_reseeds(reseeds, [s.family for s in summaries if s.reseed is not None],
+                                         out / "reseeds.png")
+    df.to_csv(out / "trials.csv", index=False)
+    if args.csv:
+        df.to_csv(args.csv, index=False)
+    if args.parquet:
+        df.to_parquet(args.parquet, index=False)
+    report = build_report(df, labels, summaries, selection=selection, uri=uri, group_by=group_by,
+                          top_k=args.top_k, reseeds=reseeds, figures=figures, notes=notes,
+                          comparison=(comparison_id, exp_name) if comparison_id else None)
+    (out / "report.md").write_text(report.markdown())
+    (out / "report.html").write_text(report.html())
+    if tracker is not None:
+        metrics = {}
+        for s in summaries:
+            key = _metric_key(s.family)
+            metrics.update({f"{key}.best_val_acc": s.best_val_acc, f"{key}.trials": s.trials,
+                            f"{key}.completed": s.completed})
+            if _finite(s.test_acc):
+                metrics[f"{key}.best_test_acc"] = s.test_acc
+            if s.reseed is not None:
+                for m in ("val_acc", "test_acc"):
+                    ci = mean_ci(s.reseed[m])
+                    if ci.n:
+                        metrics[f"{key}.reseed_{m}_mean"] = ci.mean
+                    if ci.n >= 2:
+                        metrics[f"{key}.reseed_{m}_std"] = ci.std
+        tracker.log_metrics(comparison_id, {k: v for k, v in metrics.items() if _finite(v)})
+        tracker.log_artifacts(comparison_id, out)
     return {"out": out, "trials": df, "summaries": summaries, "reseeds": reseeds, "figures": figures,
             "comparison_run_id": comparison_id, "experiment": exp_name, "notes": notes}
 

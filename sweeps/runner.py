@@ -87,12 +87,13 @@ def trial_params(cfg: DictConfig, device: torch.device) -> Dict[str, Any]:
 
 def run_trials(specs: Sequence[TrialSpec], tracker: Optional[Tracker], *, report_intermediate: bool = False,
                should_prune: Optional[Callable[[Any], bool]] = None,
-               devices: Optional[Sequence[torch.device]] = None) -> List[TrialOutcome]:
+               devices: Optional[Sequence[torch.device]] = None, executor=None) -> List[TrialOutcome]:
     """Train ``specs`` (grouped into stacked models) and log each to its MLflow run.
 
     The MLflow runs stay RUNNING: the caller ends them once Optuna has been told, so both
     stores agree. ``should_prune(optuna_trial)`` is asked at each validation check.
     ``devices``: where to train (default: from each config; every GPU of a multi-GPU machine).
+    ``executor``: record trials there (e.g. a background thread) instead of before returning.
     """
     groups: Dict[str, List[int]] = {}
     for i, spec in enumerate(specs):
@@ -109,7 +110,7 @@ def run_trials(specs: Sequence[TrialSpec], tracker: Optional[Tracker], *, report
         indices, device = job
         members = [specs[i] for i in indices]
         try:
-            results = _run_group(members, device, tracker, report_intermediate, should_prune)
+            results = _run_group(members, device, tracker, report_intermediate, should_prune, executor)
         except Exception as e:  # a broken group fails its trials, not the sweep
             log.exception("trials %s failed", [s.number for s in members])
             results = [TrialOutcome(s.number, ERROR, message=f"error: {type(e).__name__}: {e}") for s in members]
@@ -139,7 +140,7 @@ def available_devices(kind: str) -> List[torch.device]:
 
 
 def _run_group(specs: List[TrialSpec], device: torch.device, tracker: Optional[Tracker], report_intermediate: bool,
-               should_prune: Optional[Callable[[Any], bool]]) -> List[TrialOutcome]:
+               should_prune: Optional[Callable[[Any], bool]], executor=None) -> List[TrialOutcome]:
     cfg = specs[0].cfg
     data = load_data(cfg.dataset, cfg.model.dtype, device)
     X, y = data["X_train"], data["y_train"]
@@ -213,10 +214,12 @@ def _run_group(specs: List[TrialSpec], device: torch.device, tracker: Optional[T
             out.message = (f"diverged: loss is {result.diverged_loss[k]} at iteration {iters_run - 1} "
                            f"(learning_rate={lr:g} is probably too large)")
         if tracker is not None and spec.run_id is not None:
-            t0 = time.perf_counter()
-            _record_trial(tracker, spec, out, loss_history[:iters_run, k], train_hist[k], data,
-                          val_scores_pred[:, k] if val_scores_pred is not None else None, K)
-            out.tracking_seconds = time.perf_counter() - t0
+            args = (tracker, spec, out, loss_history[:iters_run, k], train_hist[k], data,
+                    val_scores_pred[:, k] if val_scores_pred is not None else None, K)
+            if executor is None:
+                _record_trial(*args)
+            else:
+                executor.submit(_record_trial, *args)  # the caller's later jobs on it run after this
         outcomes.append(out)
     return outcomes
 
@@ -224,6 +227,15 @@ def _run_group(specs: List[TrialSpec], device: torch.device, tracker: Optional[T
 def _record_trial(tracker: Tracker, spec: TrialSpec, out: TrialOutcome, losses: torch.Tensor,
                   train_hist: Dict[int, float], data: dict, val_pred: Optional[np.ndarray], batch_k: int) -> None:
     """Metrics in batches, then the artifacts in one upload. The run stays RUNNING."""
+    t0 = time.perf_counter()
+    try:
+        _record(tracker, spec, out, losses, train_hist, data, val_pred, batch_k)
+    finally:
+        out.tracking_seconds = time.perf_counter() - t0
+
+
+def _record(tracker: Tracker, spec: TrialSpec, out: TrialOutcome, losses: torch.Tensor,
+            train_hist: Dict[int, float], data: dict, val_pred: Optional[np.ndarray], batch_k: int) -> None:
     cfg = spec.cfg
     every = cfg.tracking.loss_every
     steps = list(range(0, len(losses), every))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
+from concurrent.futures import Future, ThreadPoolExecutor
 import sys
 import time
 from pathlib import Path
@@ -34,8 +35,10 @@ from .study import (
     SAMPLERS,
     Heartbeat,
     StaleTrialHandler,
+    askable,
     check_sampler_space,
     counted_trials,
+    fail_stale_trials,
     grid_size,
     make_pruner,
     make_sampler,
@@ -47,6 +50,7 @@ from .tracking import (
     TAG_FAILURE,
     TAG_OVERRIDES,
     TAG_PARENT,
+    TAG_RETRY_OF,
     TAG_ROLE,
     TAG_STORAGE,
     TAG_STUDY,
@@ -68,6 +72,8 @@ CPU_AUTO_BATCH, CUDA_AUTO_BATCH = 32, 128
 # Samplers whose draws come from a private RNG; grid, qmc and cmaes derive theirs from the
 # study (trial numbers, stored state) and keep one seeded instance.
 RESEEDED_SAMPLERS = ("tpe", "random")
+# Samplers whose suggestions depend on finished trials.
+MODEL_BASED_SAMPLERS = ("tpe", "cmaes")
 
 
 class SweepError(RuntimeError):
@@ -213,16 +219,61 @@ class SweepLoop:
         k_max = self._auto_batch(base)
         report = self.pruner_name != "none"
         best_weights: Dict[int, torch.Tensor] = {}
-        ran = failed = 0
         progress = _Progress(study_name, n_trials, n_trials - remaining_budget(study, n_trials), self.progress_bar)
+        # train: stacked-model training; tracking: per-trial metrics and artifacts; bookkeeping:
+        # composing configs, creating and ending runs, telling Optuna.
+        timing = {"wall_seconds": 0.0, "train_seconds": 0.0, "tracking_seconds": 0.0, "bookkeeping_seconds": 0.0}
+        counts = {"ran": 0, "failed": 0}
+        started = time.perf_counter()
         poll = max(1.0, self.heartbeat_interval / 2)
+        # Recording a trial (metrics, images, artifacts), telling Optuna and ending its run happen
+        # in this one thread, in order, while the next batch trains. A trial becomes COMPLETE
+        # only once its results are in MLflow; a crash before that leaves it RUNNING, and the
+        # heartbeat check re-runs it. Model-based samplers wait for the tells before asking again,
+        # so their suggestions stay reproducible for a seed.
+        finisher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="finish-trials")
+        pending: List[Future] = []
+        wait_for_tells = self.sampler_name in MODEL_BASED_SAMPLERS
+
+        def finish(spec: TrialSpec, out, heartbeat: Heartbeat) -> None:
+            t0 = time.perf_counter()
+            try:
+                state = self._finish_trial(study, tracker, spec, out)
+            except Exception:  # left RUNNING: the heartbeat check fails and re-queues it
+                log.exception("could not record trial %d", spec.number)
+                state = TrialState.FAIL
+            heartbeat.remove([spec.optuna_trial._trial_id])
+            counts["ran"] += 1
+            counts["failed"] += state == TrialState.FAIL
+            timing["train_seconds"] += out.seconds
+            timing["tracking_seconds"] += out.tracking_seconds
+            timing["bookkeeping_seconds"] += time.perf_counter() - t0
+            if out.status == COMPLETED and out.weights is not None:
+                best_weights[spec.number] = out.weights
+                _keep_best(best_weights, study)
+            progress.update(1, _best_value(study))
+
+        def drain() -> None:
+            for future in pending:
+                future.result()
+            pending.clear()
+
+        specs: List[TrialSpec] = []
         try:
             with Heartbeat(storage, self.heartbeat_interval) as heartbeat:
                 while True:
+                    if wait_for_tells:
+                        drain()
+                    if counts["ran"] >= min(5, n_trials) and counts["failed"] / counts["ran"] > self.max_failure_rate:
+                        drain()
+                        tracker.end_run(parent_id, "FAILED")
+                        raise SweepError(f"{counts['failed']} of {counts['ran']} trials failed in study {study_name}, "
+                                         f"more than hydra.sweeper.max_failure_rate={self.max_failure_rate}; see "
+                                         f"the '{TAG_FAILURE}' tag of the failed runs")
                     with study_lock(storage, study_name):
                         if isinstance(storage, optuna.storages.RDBStorage):
-                            optuna.storages.fail_stale_trials(study)
-                        k = min(k_max, remaining_budget(study, n_trials))
+                            fail_stale_trials(study)
+                        k = min(k_max, askable(study, n_trials))
                         asked = []
                         for _ in range(k):
                             if self.sampler_name in RESEEDED_SAMPLERS:
@@ -234,41 +285,47 @@ class SweepLoop:
                             asked.append(study.ask(fixed_distributions=plan.search_space))
                         heartbeat.add([t._trial_id for t in asked])
                     if not asked:
+                        if pending:
+                            drain()
+                            continue
                         others = study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING))
                         if not others:
                             break
                         time.sleep(poll)  # wait for other workers' trials (or fail them when stale)
                         continue
+                    t0 = time.perf_counter()
                     specs = self._start_trials(asked, base, plan, cell, study, tracker, parent_id, overrides_tag)
-                    try:
-                        runnable = [s for s in specs if s.cfg is not None]
-                        outcomes = run_trials(runnable, tracker, report_intermediate=report,
-                                              should_prune=lambda t: t.should_prune())
-                    except KeyboardInterrupt:
-                        self._interrupt(study, tracker, handler, specs)
-                        raise
-                    for spec, out in zip(runnable, outcomes):
-                        state = self._finish_trial(study, tracker, spec, out)
-                        ran += 1
-                        failed += state == TrialState.FAIL
-                        if out.status == COMPLETED and out.weights is not None:
-                            best_weights[spec.number] = out.weights
-                    heartbeat.remove([t._trial_id for t in asked])
-                    ran += len(specs) - len(runnable)
-                    failed += len(specs) - len(runnable)
-                    progress.update(len(specs), _best_value(study))
-                    _keep_best(best_weights, study)
-                    if ran >= min(5, n_trials) and failed / ran > self.max_failure_rate:
-                        tracker.end_run(parent_id, "FAILED")
-                        raise SweepError(f"{failed} of {ran} trials failed in study {study_name}, more than "
-                                         f"hydra.sweeper.max_failure_rate={self.max_failure_rate}; see the "
-                                         f"'{TAG_FAILURE}' tag of the failed runs")
+                    timing["bookkeeping_seconds"] += time.perf_counter() - t0
+                    for spec in specs:
+                        if spec.cfg is None:  # its config failed: already told FAIL
+                            heartbeat.remove([spec.optuna_trial._trial_id])
+                            counts["ran"] += 1
+                            counts["failed"] += 1
+                            progress.update(1, _best_value(study))
+                    runnable = [s for s in specs if s.cfg is not None]
+                    outcomes = run_trials(runnable, tracker, report_intermediate=report,
+                                          should_prune=lambda t: t.should_prune(), executor=finisher)
+                    pending += [finisher.submit(finish, spec, out, heartbeat) for spec, out in zip(runnable, outcomes)]
+                    specs = []
+                drain()
         except KeyboardInterrupt:
-            tracker.end_run(parent_id, "KILLED")
-            progress.close()
+            try:
+                drain()  # trials already trained are recorded and told
+            finally:
+                finisher.shutdown(wait=True)
+                self._interrupt(study, tracker, handler, specs)
+                tracker.end_run(parent_id, "KILLED")
+                progress.close()
             raise
+        finally:
+            finisher.shutdown(wait=True)
         progress.close()
-        return self._finalize(study, tracker, parent_id, base, n_trials, best_weights)
+        timing["wall_seconds"] = time.perf_counter() - started
+        summary = self._finalize(study, tracker, parent_id, base, n_trials, best_weights)
+        timing["finalize_seconds"] = time.perf_counter() - started - timing["wall_seconds"]
+        summary["this_launch"] = {"trials_run": counts["ran"], "batch_size": k_max,
+                                  **{k: round(v, 3) for k, v in timing.items()}}
+        return summary
 
     def _start_trials(self, asked, base, plan, cell, study, tracker, parent_id, overrides_tag) -> List[TrialSpec]:
         """Create each asked trial's MLflow run and compose its config."""
@@ -289,7 +346,7 @@ class SweepLoop:
                     TAG_TRIAL_NUMBER: trial.number, TAG_TRIAL_ID: trial._trial_id,
                     TAG_TRIAL_STATE: "RUNNING", TAG_OVERRIDES: f"{overrides_tag} {trial_overrides}".strip()}
             if retry_of is not None:
-                tags["optuna.retry_of"] = retry_of
+                tags[TAG_RETRY_OF] = retry_of
             run_params = trial_params(source, resolve_device(source.device.type))
             run_params.update({k: v for k, v in params.items() if k.split(".")[-1] not in run_params})
             run_id = tracker.create_run(name, tags=tags, params=run_params)

@@ -20,7 +20,7 @@ from mlflow.tracking import MlflowClient
 log = logging.getLogger(__name__)
 
 # Tag names other tools (linear-compare, docs, users' queries) rely on.
-TAG_ROLE = "linear_sweeps.role"  # study | trial | comparison | reseed
+TAG_ROLE = "linear_sweeps.role"  # study | trial | single | comparison | reseed
 TAG_STUDY = "optuna.study_name"
 TAG_TRIAL_NUMBER = "optuna.trial_number"
 TAG_TRIAL_ID = "optuna.trial_id"
@@ -30,6 +30,9 @@ TAG_FAILURE = "failure_reason"
 TAG_PARENT = "mlflow.parentRunId"
 TAG_OVERRIDES = "hydra.overrides"
 TAG_COMMIT = "mlflow.source.git.commit"
+TAG_RETRY_OF = "optuna.retry_of"  # the trial number a re-queued trial repeats
+TAG_RESEED_OF = "reseed.of_run"  # linear-compare: the run whose config was retrained
+TAG_RESEED_SEED = "reseed.seed"
 
 MAX_METRICS_PER_BATCH = 1000
 _STATUS = {"COMPLETE": "FINISHED", "PRUNED": "KILLED", "FAIL": "FAILED"}
