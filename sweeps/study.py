@@ -92,7 +92,7 @@ class StaleTrialHandler:
         self.on_failed: Optional[Callable[[FrozenTrial, str], None]] = None
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
-        study._storage.set_trial_user_attr(trial._trial_id, ATTR_FAIL_REASON, FAIL_STALE)
+        # The trial is FAIL already (attributes frozen): fail_stale_trials wrote its reason.
         log.warning("trial %d of %s: %s; re-queued", trial.number, study.study_name, FAIL_STALE)
         if self.on_failed is not None:
             self.on_failed(trial, FAIL_STALE)
@@ -101,6 +101,24 @@ class StaleTrialHandler:
     def retry(self, study: optuna.Study, trial: FrozenTrial) -> None:
         """Re-queue a trial that failed through no fault of its params (Ctrl-C)."""
         self._retry(study, study._storage.get_trial(trial._trial_id))
+
+
+def fail_stale_trials(study: optuna.Study) -> None:
+    """optuna.storages.fail_stale_trials, but each trial's fail_reason is written before it is
+    failed: Optuna calls the stale callback once the trial is FAIL, when it can't be updated."""
+    storage = study._storage
+    if getattr(storage, "get_heartbeat_interval", lambda: None)() is None:
+        return
+    callback = storage.get_heartbeat_stale_trial_callback()
+    for trial_id in storage._get_stale_trial_ids(study._study_id):
+        try:
+            storage.set_trial_user_attr(trial_id, ATTR_FAIL_REASON, FAIL_STALE)
+            if not storage.set_trial_state_values(trial_id, state=TrialState.FAIL):
+                continue
+        except optuna.exceptions.UpdateFinishedTrialError:
+            continue  # finished meanwhile, by its own worker or another one
+        if callback is not None:
+            callback(study, storage.get_trial(trial_id))
 
 
 def make_storage(url: Optional[str], heartbeat_interval: int, grace_period: Optional[int],
@@ -114,13 +132,38 @@ def make_storage(url: Optional[str], heartbeat_interval: int, grace_period: Opti
         engine_kwargs = {"connect_args": {"timeout": 60}}  # wait on the file lock, not fail
     else:
         engine_kwargs = {"pool_pre_ping": True}
-    return optuna.storages.RDBStorage(
-        url,
-        engine_kwargs=engine_kwargs,
-        heartbeat_interval=heartbeat_interval,
-        grace_period=grace_period or 3 * heartbeat_interval,
-        heartbeat_stale_trial_callback=handler,
-    )
+    with _schema_lock(url):
+        return optuna.storages.RDBStorage(
+            url,
+            engine_kwargs=engine_kwargs,
+            heartbeat_interval=heartbeat_interval,
+            grace_period=grace_period or 3 * heartbeat_interval,
+            heartbeat_stale_trial_callback=handler,
+        )
+
+
+@contextlib.contextmanager
+def _schema_lock(url: str) -> Iterator[None]:
+    """PostgreSQL: workers starting together on an empty database would all create Optuna's
+    tables and enum types at once and fail (duplicate pg_type); let one create them."""
+    if not url.startswith("postgresql"):
+        yield
+        return
+    import sqlalchemy
+    from sqlalchemy.pool import NullPool
+
+    engine = sqlalchemy.create_engine(url, poolclass=NullPool)
+    key = zlib.crc32(b"linear-sweeps:optuna-schema")
+    try:
+        with engine.connect() as conn:
+            conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": key})
+            try:
+                yield
+            finally:
+                conn.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+                conn.commit()
+    finally:
+        engine.dispose()
 
 
 def absolute_sqlite_url(url: str) -> str:
@@ -174,6 +217,14 @@ def counted_trials(trials: List[FrozenTrial]) -> List[FrozenTrial]:
 
 def remaining_budget(study: optuna.Study, n_trials: int) -> int:
     return max(0, n_trials - len(counted_trials(study.get_trials(deepcopy=False))))
+
+
+def askable(study: optuna.Study, n_trials: int) -> int:
+    """How many trials a worker may ask now: the budget left plus the re-queued (WAITING)
+    trials, which the budget counts already but someone still has to run (ask pops them first)."""
+    trials = study.get_trials(deepcopy=False)
+    waiting = sum(t.state == TrialState.WAITING for t in trials)
+    return max(0, n_trials - len(counted_trials(trials))) + waiting
 
 
 class Heartbeat:
