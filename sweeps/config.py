@@ -60,7 +60,7 @@ class DatasetConfig:
     num_val: Optional[int] = None
     num_test: Optional[int] = None
     split_seed: int = 0
-    cache_dir: Optional[str] = None  # decoded-array cache (None: ~/.cache/linear-sweeps)
+    cache_dir: Optional[str] = None  # decoded-array cache (null: ~/.cache/linear-sweeps; false: off)
 
 
 @dataclass

@@ -64,7 +64,10 @@ def _load_locked(key, dataset_cfg: DictConfig, dtype: str, device: torch.device)
 
 
 def _load_raw(dataset_cfg: DictConfig, lm_data):
-    cache = {} if dataset_cfg.cache_dir is None else {"cache_dir": dataset_cfg.cache_dir}
+    cache_dir = dataset_cfg.cache_dir
+    if cache_dir is not None and str(cache_dir).lower() in ("false", "off", "no"):
+        cache_dir = False  # caching switched off
+    cache = {} if cache_dir is None else {"cache_dir": cache_dir}
     if dataset_cfg.name == "image_folder":
         return lm_data.load_image_folder(dataset_cfg.root, **cache)
     try:

@@ -18,6 +18,7 @@ from optuna.trial import TrialState  # noqa: E402
 log = logging.getLogger(__name__)
 
 LR_KEY, REG_KEY = "model.learning_rate", "model.reg"
+MIN_TRIALS_FOR_IMPORTANCE = 8  # fANOVA importances from fewer trials are noise (and slow to fit)
 
 
 def accuracy_map(ax, trials, title: str, vmin=None, vmax=None):
@@ -74,9 +75,11 @@ def log_study_report(study: optuna.Study, tracker, parent_id: str, summary: Dict
         fig.tight_layout()
         fig.savefig(tmp / "accuracy_map.png", dpi=90)
         plt.close(fig)
-        if any(t.state == TrialState.COMPLETE for t in trials):
+        n_complete = sum(t.state == TrialState.COMPLETE for t in trials)
+        if n_complete:
             _save_optuna_plot(ovm.plot_optimization_history, study, tmp / "optimization_history.png")
             _save_optuna_plot(ovm.plot_contour, study, tmp / "contour.png")
+        if n_complete >= MIN_TRIALS_FOR_IMPORTANCE:
             _save_optuna_plot(ovm.plot_param_importances, study, tmp / "param_importances.png")
         tracker.log_artifacts(parent_id, tmp)
     metrics = {k: v for k, v in (("best_val_acc", summary.get("best_val_acc")),
