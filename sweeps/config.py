@@ -68,7 +68,7 @@ class TrackingConfig:
     uri: str = "sqlite:///mlflow.db"  # any MLflow tracking URI, e.g. http://host:5000
     experiment: str = "linear-sweeps"
     artifact_location: Optional[str] = "mlartifacts"  # for new experiments on a local store
-    loss_every: int = 10  # log the training loss every k iterations
+    loss_every: int = 20  # log the training loss every k iterations
     log_weights: bool = True
     log_images: bool = True
     test_eval: str = "best"  # best: test accuracy for each study's best trial; all: every trial
@@ -85,7 +85,7 @@ class Config:
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     seed: int = 0
-    eval_every: int = 100  # validation accuracy (and pruning checks) every k iterations
+    eval_every: int = 250  # validation accuracy (and pruning checks) every k iterations
     metric: str = "val_acc"
     data_dir: str = "data"
 

@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 
 # Keys that may differ between trials trained as one stacked model.
 BATCHABLE_KEYS = ("model.learning_rate", "model.reg", "model.num_iters", "model.lr_decay")
-TRAIN_SUBSET = 10_000  # periodic train accuracy is measured on this many fixed training examples
+TRAIN_SUBSET = 2_000  # periodic train accuracy is measured on this many fixed training examples
 
 COMPLETED, PRUNED, DIVERGED, ERROR = "completed", "pruned", "diverged", "error"
 
