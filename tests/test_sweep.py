@@ -198,16 +198,17 @@ def test_bad_config_is_rejected_before_any_run(tmp_path, overrides, message):
     proc = run_sweep(work, *overrides, check=False)
     assert proc.returncode != 0
     assert message in proc.stderr + proc.stdout
-    if (work / "mlflow.db").exists():
-        client = mlflow_client(work)
-        exp = client.get_experiment_by_name(EXPERIMENT)
-        assert exp is None or not client.search_runs([exp.experiment_id])
+    assert_no_runs(work)
 
 
 def test_bad_single_run_value_creates_no_run(tmp_path):
     work = tmp_path / "work"
     proc = run_sweep(work, "model.reg=-1", multirun=False, check=False)
     assert proc.returncode != 0 and "model.reg must be >= 0, got -1" in proc.stderr
+    assert_no_runs(work)
+
+
+def assert_no_runs(work):
     if (work / "mlflow.db").exists():
         client = mlflow_client(work)
         exp = client.get_experiment_by_name(EXPERIMENT)
@@ -217,7 +218,6 @@ def test_bad_single_run_value_creates_no_run(tmp_path):
 def test_ctrl_c_kills_open_runs_and_next_launch_resumes(tmp_path):
     work = tmp_path / "work"
     run_sweep(work, "hydra.sweeper.n_trials=1")  # warm the data cache and create the stores
-    env = {**os.environ, "PYTHONPATH": str(work.parent)}
     from sweep_helpers import QUICK, REPO, dataset
 
     args = [sys.executable, "-m", "sweeps", "--multirun", *QUICK, f"dataset.root={dataset(work.parent)}",
