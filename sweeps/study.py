@@ -43,9 +43,22 @@ FAIL_INTERRUPTED = "interrupted"
 FAIL_STALE = "worker died (no heartbeat)"
 
 
+def sampler_options(name: str, kwargs: Optional[Dict[str, Any]]) -> Dict[str, Any]:
+    """Options for sampler ``name``: flat keys, plus those nested under its name.
+
+    Presets nest their options (``sampler_kwargs: {tpe: {multivariate: true}}``) so that
+    switching the sampler on the command line doesn't hand TPE's options to another sampler.
+    """
+    kwargs = dict(kwargs or {})
+    nested = kwargs.pop(name, None) or {}
+    for other in SAMPLERS:
+        kwargs.pop(other, None)
+    return {**kwargs, **dict(nested)}
+
+
 def make_sampler(name: str, seed: Optional[int], search_space, kwargs: Dict[str, Any]) -> optuna.samplers.BaseSampler:
     """An Optuna sampler by name; grid enumerates the search space (choice/range only)."""
-    kwargs = dict(kwargs or {})
+    kwargs = sampler_options(name, kwargs)
     if name == "tpe":
         kwargs.setdefault("constant_liar", True)  # batched and parallel asks see running trials
         return optuna.samplers.TPESampler(seed=seed, **kwargs)

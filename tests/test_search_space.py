@@ -65,3 +65,11 @@ def test_comma_list_of_a_search_key_stays_in_the_space():
     plan = plan_sweep({"model.reg": "choice(1, 2)"}, ["model.reg=3,4"])
     assert plan.cells == [[]]
     assert plan.search_space["model.reg"] == CategoricalDistribution([3, 4])
+
+
+def test_sampler_options_nested_per_sampler():
+    from sweeps.study import sampler_options
+
+    kwargs = {"tpe": {"multivariate": True}, "grid": {"x": 1}, "n_startup_trials": 5}
+    assert sampler_options("tpe", kwargs) == {"multivariate": True, "n_startup_trials": 5}
+    assert sampler_options("random", {"tpe": {"multivariate": True}}) == {}

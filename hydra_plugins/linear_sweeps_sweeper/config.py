@@ -22,7 +22,9 @@ class LinearOptunaSweeperConf:
     _target_: str = "hydra_plugins.linear_sweeps_sweeper.sweeper.LinearOptunaSweeper"
     sampler: str = "tpe"  # tpe | random | grid | cmaes | qmc
     seed: Optional[int] = None  # sampler seed (None: the app's `seed`)
-    sampler_kwargs: Dict[str, Any] = field(default_factory=dict)  # extra Optuna sampler arguments
+    # Extra Optuna sampler arguments; those nested under a sampler's name apply to it alone,
+    # e.g. {tpe: {multivariate: true}, n_startup_trials: 5}.
+    sampler_kwargs: Dict[str, Any] = field(default_factory=dict)
     pruner: str = "none"  # none | median | successive_halving | hyperband
     pruner_kwargs: Dict[str, Any] = field(default_factory=dict)
     direction: str = "maximize"
