@@ -18,12 +18,15 @@ from typing import Callable, Optional, Sequence
 import torch
 
 from ._validation import check_int, check_nonnegative, check_positive, check_weights_data
-from .losses import batched_loss_function
+from .losses import _sgd_step_, _step_workspace, batched_loss_function
 from .train import init_weights, lr_schedule_factors, make_generator
 
 __all__ = ["BatchedProgress", "BatchedResult", "train_linear_classifiers_batched", "batched_accuracy"]
 
 COMPLETED, DIVERGED, PRUNED = "completed", "diverged", "pruned"
+# Deferred weight decay (see losses._sgd_step_): fold the per-trial scale into W before any
+# trial's scale could leave [2**-20, 2**20], so W / scale can neither under- nor overflow.
+_SCALE_RANGE = (2.0 ** -20, 2.0 ** 20)
 
 
 @dataclass
@@ -32,13 +35,15 @@ class BatchedProgress:
 
     step: iterations done; active: trial indices still training; val_acc: {trial: accuracy}
     for the active trials when validation data was given (else empty); train_loss:
-    {trial: last minibatch loss}.
+    {trial: last minibatch loss}; weights: (D, len(active), C) current weights of the active
+    trials, in ``active`` order (a copy).
     """
 
     step: int
     active: list
     val_acc: dict
     train_loss: dict
+    weights: Optional[torch.Tensor] = None
 
 
 @dataclass
@@ -125,7 +130,7 @@ def train_linear_classifiers_batched(
     Returns:
         BatchedResult.
     """
-    loss_kernel = batched_loss_function(loss)
+    batched_loss_function(loss)  # checks the name
     K = len(learning_rates)
     check_int("number of trials", K)
     lrs = [check_positive("learning_rate", lr) for lr in _per_trial("learning_rates", learning_rates, K)]
@@ -145,7 +150,7 @@ def train_linear_classifiers_batched(
     else:
         if W_init.shape[:2] != (D, K):
             raise ValueError(f"W_init must have shape ({D}, {K}, C), got {tuple(W_init.shape)}")
-        W = W_init.to(device=device, dtype=dtype).clone()
+        W = W_init.to(device=device, dtype=dtype).clone(memory_format=torch.contiguous_format)
         num_classes = W.shape[2]
     check_weights_data(W[:, 0, :], X, y)
     T = max(iters)
@@ -177,21 +182,32 @@ def train_linear_classifiers_batched(
     alive = torch.ones(K, device=device, dtype=torch.bool)  # False once a loss was non-finite
     first_bad = torch.full((K,), -1, device=device, dtype=torch.long)
 
+    # Weight decay is deferred into `scale` (K numbers) instead of a pass over W every step.
+    # The host knows every step's decay factor 1 - 2 lr reg in advance, so it plans where to
+    # fold the scale into W: before a check point (W is read there) and before any scale could
+    # leave _SCALE_RANGE (bounds over all trials, from the products since the last fold).
+    scale = torch.ones(K, device=device, dtype=dtype)
+    decay = (1.0 - 2.0 * lr_table.double() * reg_t.double()).abs().cpu()
+    decay_lo, decay_hi = decay.amin(dim=1).tolist(), decay.amax(dim=1).tolist()
+    scale_lo = scale_hi = 1.0
+    work = _step_workspace(K, num_classes, X)  # scratch for the regularization loss
     step = 0
     for stop in sorted(checkpoints):
         for t in range(step, stop):
+            scale_lo, scale_hi = scale_lo * decay_lo[t], scale_hi * decay_hi[t]
+            fold = t == stop - 1 or not (_SCALE_RANGE[0] <= scale_lo and scale_hi <= _SCALE_RANGE[1])
+            if fold:
+                scale_lo = scale_hi = 1.0
             if shared_batches:
                 idx = torch.randint(num_train, (batch_size,), device=device, generator=generator)
+                X_batch, y_batch = X.index_select(0, idx), y.index_select(0, idx)  # faster than X[idx]
             else:
                 idx = torch.randint(num_train, (len(active), batch_size), device=device, generator=generator)
-            loss_k, dW = loss_kernel(W_act, X[idx], y[idx], reg_act, matmul_dtype=matmul_dtype)
-            hist_act[t] = loss_k
-            finite = torch.isfinite(loss_k)
-            first_bad.masked_fill_(alive & ~finite, t)
-            alive &= finite
+                X_batch, y_batch = X.index_select(0, idx.view(-1)).view(*idx.shape, D), y[idx]
             # W <- W - lr * dW for live trials; a diverged trial keeps its last weights.
-            coef = torch.where(alive, lr_act[t], torch.zeros_like(loss_k))
-            W_act.sub_(dW.mul_(coef.view(1, -1, 1)))
+            hist_act[t] = _sgd_step_(loss, W_act, X_batch, y_batch, reg_act, lr_act[t], alive, scale=scale,
+                                     fold=fold, matmul_dtype=matmul_dtype, work=work)
+            first_bad.masked_fill_(~alive & (first_bad < 0), t)
         step = stop
 
         # Check point: the only place that reads device values back.
@@ -220,6 +236,7 @@ def train_linear_classifiers_batched(
                 active=[k for _, k in live],
                 val_acc={k: val_host[j] for j, k in live} if do_eval else {},
                 train_loss={k: float(hist_act[stop - 1, j]) for j, k in live},
+                weights=W_act.index_select(1, torch.tensor([j for j, _ in live], device=device, dtype=torch.long)),
             )
             for k in callback(progress) or ():
                 if k in progress.active and iters[k] > stop:
@@ -237,6 +254,7 @@ def train_linear_classifiers_batched(
             keep_t = torch.tensor(keep, device=device)
             active = [active[j] for j in keep]
             W_act = W_act.index_select(1, keep_t)
+            scale = scale.index_select(0, keep_t)
             lr_act = lr_act.index_select(1, keep_t)
             reg_act = reg_act.index_select(0, keep_t)
             hist_act = hist_act.index_select(1, keep_t)

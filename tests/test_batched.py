@@ -35,6 +35,60 @@ def test_batched_equals_separate_runs(loss):
     assert torch.isnan(res.val_history[2:, 2]).all()  # trial 2 finished at 35
 
 
+@pytest.mark.parametrize("loss", ["svm", "softmax"])
+def test_batched_equals_separate_runs_under_strong_weight_decay(loss):
+    # 2 * lr * reg = 0.5, 1 (decay factor exactly 0), 3 (factor -2, W grows 2x per step), 1e-3,
+    # 4e-4: exercises the deferred weight decay and when it is folded into W.
+    X, y = blobs(N=200, D=12, C=5)
+    lrs, regs = [0.25, 0.5, 1.5, 1e-3, 0.2], [1.0, 1.0, 1.0, 0.5, 1e-3]
+    W0 = 1e-3 * torch.randn(X.shape[1], 5, 5, dtype=X.dtype, generator=torch.Generator().manual_seed(9))
+    res = lm.train_linear_classifiers_batched(loss, X, y, lrs, regs, 45, 32, W_init=W0,
+                                              generator=torch.Generator().manual_seed(7), eval_every=30)
+    for k in range(5):
+        W_k, hist_k = separate_run(loss, X, y, W0[:, k, :], lrs[k], regs[k], 45, 32, 7)
+        assert res.status[k] == "completed"
+        assert ((res.W[k] - W_k).abs().max() / W_k.abs().max()).item() < 1e-10
+        assert torch.allclose(res.trial_loss_history(k), hist_k, rtol=1e-10, atol=0)
+
+
+@pytest.mark.parametrize("loss", ["svm", "softmax"])
+def test_step_matches_public_kernels(loss):
+    # The trainer's fused step equals W -= lr * dW with (loss, dW) from the public kernel.
+    from linear_models.losses import _sgd_step_
+    X, y = blobs(N=50, D=12, C=5)
+    W = 0.1 * torch.randn(X.shape[1], 3, 5, dtype=X.dtype, generator=torch.Generator().manual_seed(1))
+    reg = torch.tensor([0.0, 0.1, 2.0], dtype=X.dtype)
+    lr = torch.tensor([0.1, 0.01, 0.2], dtype=X.dtype)
+    loss_ref, dW = lm.batched_loss_function(loss)(W, X, y, reg)
+    W_ref = W - dW * lr.view(1, 3, 1)
+    for scale in (None, torch.tensor([1.0, 0.5, 2.0], dtype=X.dtype)):
+        for fold in (True, False):
+            V = W.clone() if scale is None else W / scale.view(1, 3, 1)
+            s = None if scale is None else scale.clone()
+            alive = torch.ones(3, dtype=torch.bool)
+            loss_k = _sgd_step_(loss, V, X, y, reg, lr, alive, scale=s, fold=fold)
+            W_new = V if s is None else V * s.view(1, 3, 1)
+            assert torch.allclose(loss_k, loss_ref, rtol=1e-12, atol=0)
+            assert torch.allclose(W_new, W_ref, rtol=1e-12, atol=1e-15)
+            assert alive.all()
+
+
+@pytest.mark.parametrize("loss", ["svm", "softmax"])
+def test_step_freezes_a_trial_with_non_finite_loss(loss):
+    from linear_models.losses import _sgd_step_
+    X, y = blobs(N=50, D=12, C=5)
+    W = 0.1 * torch.randn(X.shape[1], 3, 5, dtype=X.dtype, generator=torch.Generator().manual_seed(1))
+    W[0, 1, 0] = float("inf")  # trial 1's scores (and softmax gradients) become inf / NaN
+    reg, lr = torch.full((3,), 0.1, dtype=X.dtype), torch.full((3,), 0.1, dtype=X.dtype)
+    _, dW = lm.batched_loss_function(loss)(W[:, [0, 2]].contiguous(), X, y, reg[:2])
+    alive = torch.ones(3, dtype=torch.bool)
+    W_new = W.clone()
+    loss_k = _sgd_step_(loss, W_new, X, y, reg, lr, alive)
+    assert alive.tolist() == [True, False, True] and not torch.isfinite(loss_k[1])
+    assert torch.equal(W_new[:, 1], W[:, 1])  # frozen, no NaN leaked in
+    assert torch.allclose(W_new[:, [0, 2]], W[:, [0, 2]] - 0.1 * dW, rtol=1e-12, atol=1e-15)
+
+
 def test_divergent_trial_is_masked_and_others_unaffected():
     X, y = blobs(N=200, D=12, C=5)
     W0 = torch.zeros(X.shape[1], 3, 5, dtype=X.dtype)
