@@ -13,8 +13,12 @@ trial is the two matmuls of every SGD step, 2*B*D*C flops each:
     FLOP per trial = 4 * batch * D * C * iterations
 
 and achieved GFLOP/s is reported as a percentage of the machine's measured matmul peak for
-the dtype (best of a few large GEMMs). An end-to-end sweep section can be added beside
-``trainer_section`` in ``main``.
+the dtype (best of a few large GEMMs).
+
+End to end (``--e2e``): a real ``python -m sweeps --multirun loss=svm,softmax`` sweep of
+``--e2e-trials`` trials per loss on the CIFAR-10 JPEG copy (fresh SQLite stores in a temporary
+folder, tracking and artifacts included), timed from the command's start to its exit, with the
+training / tracking / bookkeeping split the sweeper writes to optimization_results.yaml.
 """
 from __future__ import annotations
 
@@ -218,6 +222,47 @@ def devices_for(choice: str) -> list:
     return [torch.device(choice)]
 
 
+DEFAULT_ARCHIVE = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "cifar10-jpeg.tar.gz"
+
+
+def e2e_section(trials: int, iters: int, sampler: str, archive: Path, peak_gflops: float, extra=()) -> dict:
+    """Run a whole sweep as a user would and time it (see the module docstring)."""
+    import subprocess
+    import tempfile
+
+    import yaml
+
+    with tempfile.TemporaryDirectory(prefix="e2e-") as work:
+        cmd = [sys.executable, "-m", "sweeps", "--multirun", "loss=svm,softmax", f"sweep={sampler}",
+               f"hydra.sweeper.n_trials={trials}", f"model.num_iters={iters}", "dataset=image_folder",
+               f"dataset.root={archive}", "hydra.sweeper.progress_bar=false", f"hydra.sweep.dir={work}/multirun",
+               *extra]
+        env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{work}/mlflow.db",
+               "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+        start = time.perf_counter()
+        proc = subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True)
+        wall = time.perf_counter() - start
+        if proc.returncode != 0:
+            raise RuntimeError(f"sweep failed:\n{proc.stderr[-3000:]}")
+        studies = yaml.safe_load((Path(work) / "multirun" / "optimization_results.yaml").read_text())["studies"]
+    split = {k: sum(s_["this_launch"][k] for s_ in studies)
+             for k in ("wall_seconds", "train_seconds", "tracking_seconds", "bookkeeping_seconds", "finalize_seconds")}
+    tflop = 2 * trials * flop_per_trial(iters) / 1e12
+    result = {"command": " ".join(cmd[1:]), "trials": 2 * trials, "iters": iters, "sampler": sampler,
+              "wall_seconds": wall, "tflop": tflop, "floor_seconds_at_peak": tflop * 1e3 / peak_gflops,
+              "batch_sizes": [s_["this_launch"]["batch_size"] for s_ in studies], **split,
+              "best_val_acc": {s_["study_name"]: s_.get("best_val_acc") for s_ in studies}}
+    startup = wall - split["wall_seconds"] - split["finalize_seconds"]
+    print(f"\n[end to end] {2 * trials} trials ({trials} svm + {trials} softmax, {sampler}, {iters} iterations, "
+          f"batches of {result['batch_sizes']}): {wall:.1f} s from start to exit")
+    print(f"  training work {tflop:.2f} TFLOP: {result['floor_seconds_at_peak']:.1f} s at the measured peak; "
+          f"training took {split['train_seconds']:.1f} s ({tflop * 1e3 / max(split['train_seconds'], 1e-9):.0f} GFLOP/s)")
+    print(f"  start-up (imports, data from cache, stores) {startup:.1f} s | in the trial loop: training "
+          f"{split['train_seconds']:.1f} s, recording {split['tracking_seconds']:.1f} s (background thread), "
+          f"bookkeeping {split['bookkeeping_seconds']:.1f} s | study reports {split['finalize_seconds']:.1f} s")
+    return result
+
+
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="smoke run: 150 iterations, K up to 64, fewer repeats")
@@ -232,6 +277,11 @@ def main(argv=None) -> dict:
     parser.add_argument("--bf16-accuracy", action="store_true",
                         help="also compare validation accuracy and time of bf16 vs float32 matmuls "
                              "(CIFAR-10 through linear_models.data when available)")
+    parser.add_argument("--e2e", action="store_true", help="also time a whole sweep end to end (see above)")
+    parser.add_argument("--e2e-only", action="store_true", help="only the end-to-end sweep (and the CPU peak)")
+    parser.add_argument("--e2e-trials", type=int, default=50, help="trials per loss in the end-to-end sweep")
+    parser.add_argument("--e2e-sampler", default="random", choices=["random", "tpe", "grid"])
+    parser.add_argument("--archive", type=Path, default=DEFAULT_ARCHIVE, help="CIFAR-10 JPEG archive for --e2e")
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     args = parser.parse_args(argv)
     iters = args.iters or (150 if args.quick else 1500)
@@ -250,6 +300,13 @@ def main(argv=None) -> dict:
           f"{args.loss}, {args.dtype}, matmul dtype {args.matmul_dtype}")
     print(f"FLOP per trial = 4 * batch * D * C * iterations = 4 * {BATCH} * {D} * {C} * {iters} "
           f"= {flop_per_trial(iters) / 1e9:.2f} GFLOP (the two matmuls of each step)")
+    if args.e2e_only:
+        peak = measure_peak(dtype, torch.device("cpu"), repeats=5)
+        print(f"\n[cpu] measured {args.dtype} matmul peak: {peak['gflops']:.1f} GFLOP/s")
+        results["e2e"] = e2e_section(args.e2e_trials, iters, args.e2e_sampler, args.archive, peak["gflops"])
+        if args.json:
+            Path(args.json).write_text(json.dumps(results, indent=2))
+        return results
     for device in devices_for(args.device):
         peak = measure_peak(dtype, device, repeats=3 if args.quick else 5)
         print(f"\n[{device}] measured {args.dtype} matmul peak: {peak['gflops']:.1f} GFLOP/s  ("
@@ -264,6 +321,9 @@ def main(argv=None) -> dict:
         results["devices"][str(device)] = {"peak": peak, "trainer": rows}
         if args.bf16_accuracy:
             results["devices"][str(device)]["bf16_accuracy"] = bf16_accuracy_section(args.loss, device, iters=iters)
+    if args.e2e:
+        cpu_peak = results["devices"].get("cpu", {}).get("peak", {}).get("gflops") or measure_peak(dtype, torch.device("cpu"))["gflops"]
+        results["e2e"] = e2e_section(args.e2e_trials, iters, args.e2e_sampler, args.archive, cpu_peak)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
         print(f"\nwrote {args.json}")

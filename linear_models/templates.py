@@ -65,5 +65,5 @@ def save_template_grid(W: torch.Tensor, image_shape: Sequence[int], path, class_
     """Write :func:`template_grid` as a PNG; returns the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    template_grid(W, image_shape, class_names, **kwargs).save(path, format="PNG")
+    template_grid(W, image_shape, class_names, **kwargs).save(path, format="PNG", compress_level=1)
     return path

@@ -52,7 +52,7 @@ def line_plot(path, series: Mapping[str, Tuple[Sequence[float], Sequence[float]]
     d.text((W // 2 - 20, H - 14), xlabel, fill="black", font=font)
     d.text((4, top - 14), ylabel, fill="black", font=font)
     path = Path(path)
-    img.save(path, format="PNG")
+    img.save(path, format="PNG", compress_level=1)  # fast; these are small
     return path
 
 
@@ -86,5 +86,5 @@ def confusion_matrix_image(path, matrix: np.ndarray, class_names: Sequence[str],
             d.rectangle([x, y, x + cell - 1, y + cell - 1], fill=color, outline=(200, 200, 200))
             d.text((x + 3, y + cell // 2 - 6), str(int(matrix[i, j])), fill="black" if shade > 110 else "white", font=font)
     path = Path(path)
-    img.save(path, format="PNG")
+    img.save(path, format="PNG", compress_level=1)  # fast; these are small
     return path

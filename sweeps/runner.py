@@ -242,18 +242,19 @@ def _record(tracker: Tracker, spec: TrialSpec, out: TrialOutcome, losses: torch.
     if len(losses) and steps[-1] != len(losses) - 1:
         steps.append(len(losses) - 1)
     loss_values = losses[steps].tolist() if steps else []
+    train_steps, train_values = list(train_hist)[:-1], list(train_hist.values())[:-1]  # last: whole split
+    final = {"trial_seconds": out.seconds, "iterations": out.iterations, "trials_in_batch": batch_k}
+    if out.status != DIVERGED:
+        train_steps, train_values = train_steps + [out.iterations], train_values + [out.train_acc]
+    if out.test_acc is not None:
+        final["test_acc"] = out.test_acc
     series = {
         "train_loss": (steps, loss_values),
         "val_acc": (list(out.val_history), list(out.val_history.values())),
-        "train_acc": (list(train_hist)[:-1], list(train_hist.values())[:-1]),  # last one: full split below
+        "train_acc": (train_steps, train_values),
+        **{key: ([out.iterations], [value]) for key, value in final.items()},
     }
-    tracker.log_series(spec.run_id, {k: v for k, v in series.items() if v[0]})
-    final = {"trial_seconds": out.seconds, "iterations": out.iterations, "trials_in_batch": batch_k}
-    if out.status != DIVERGED:
-        final.update(train_acc=out.train_acc)
-    if out.test_acc is not None:
-        final["test_acc"] = out.test_acc
-    tracker.log_metrics(spec.run_id, final, step=out.iterations)
+    tracker.log_series(spec.run_id, {k: v for k, v in series.items() if v[0]})  # one request
     if not (cfg.tracking.log_images or cfg.tracking.log_weights):
         return
     with tempfile.TemporaryDirectory(prefix="trial-") as tmp:

@@ -142,6 +142,9 @@ def make_storage(url: Optional[str], heartbeat_interval: int, grace_period: Opti
     url = absolute_sqlite_url(url)
     engine_kwargs: Dict[str, Any] = {}
     if url.startswith("sqlite"):
+        from .tracking import tune_sqlite
+
+        tune_sqlite()
         engine_kwargs = {"connect_args": {"timeout": 60}}  # wait on the file lock, not fail
     else:
         engine_kwargs = {"pool_pre_ping": True}

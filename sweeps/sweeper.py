@@ -68,7 +68,7 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 ATTR_PARENT_RUN = "mlflow_parent_run_id"
 ATTR_EXPERIMENT = "mlflow_experiment_id"
 ATTR_FINALIZED = "linear_sweeps_finalized_trials"
-CPU_AUTO_BATCH, CUDA_AUTO_BATCH = 32, 128
+CPU_AUTO_BATCH, CUDA_AUTO_BATCH = 64, 256
 # Samplers whose draws come from a private RNG; grid, qmc and cmaes derive theirs from the
 # study (trial numbers, stored state) and keep one seeded instance.
 RESEEDED_SAMPLERS = ("tpe", "random")
@@ -351,7 +351,8 @@ class SweepLoop:
             run_params.update({k: v for k, v in params.items() if k.split(".")[-1] not in run_params})
             run_id = tracker.create_run(name, tags=tags, params=run_params)
             trial.set_user_attr(ATTR_RUN_ID, run_id)
-            trial.set_user_attr(ATTR_FAIL_REASON, None)
+            if retry_of is not None:  # a re-queued trial inherits its original's attributes
+                trial.set_user_attr(ATTR_FAIL_REASON, None)
             spec = TrialSpec(cfg=cfg, number=trial.number, optuna_trial=trial, run_id=run_id)
             if error is not None:
                 log.warning("trial %d: %s", trial.number, error)

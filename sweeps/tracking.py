@@ -78,6 +78,30 @@ def code_version() -> Optional[str]:
         return None
 
 
+_SQLITE_TUNED = False
+
+
+def tune_sqlite() -> None:
+    """WAL journal and synchronous=NORMAL for this process's SQLite connections (MLflow's and
+    Optuna's embedded stores): readers don't block the writer, and a commit costs no fsync.
+    A crashed process loses nothing it committed; only a power cut can drop the last commits."""
+    global _SQLITE_TUNED
+    if _SQLITE_TUNED:
+        return
+    from sqlalchemy import event
+    from sqlalchemy.engine import Engine
+
+    @event.listens_for(Engine, "connect")
+    def _pragmas(dbapi_connection, _record):
+        if type(dbapi_connection).__module__.startswith("sqlite3"):
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.close()
+
+    _SQLITE_TUNED = True
+
+
 def _retrying(fn):
     """Retry a tracking call on transient errors (locked SQLite, server restarting)."""
 
@@ -109,6 +133,8 @@ class Tracker:
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", str(http_backoff_factor))
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(http_timeout))
         self.uri = absolute_local_uri(uri)
+        if self.uri.startswith("sqlite"):
+            tune_sqlite()
         self.client = MlflowClient(tracking_uri=self.uri)
         self.retries, self.backoff = 6, 0.5
         self.experiment_name = experiment
