@@ -220,11 +220,17 @@ def test_gpu_workers_script_pins_each_worker_to_its_gpu():
                              capture_output=True, text=True, timeout=30)
     assert failing.returncode == 3, "a failed worker must fail the container"
     # docker stop (SIGTERM) reaches every worker as SIGINT, the sweeper's clean interrupt.
-    code = ("import os, time\ntry:\n    time.sleep(60)\nexcept KeyboardInterrupt:\n"
+    code = ("import os, time\nprint('ready', flush=True)\ntry:\n    time.sleep(60)\nexcept KeyboardInterrupt:\n"
             "    print('interrupted', os.environ['CUDA_VISIBLE_DEVICES'], flush=True)\n    raise SystemExit(130)")
     proc = subprocess.Popen([script, sys.executable, "-c", code], env={**os.environ, "GPU_IDS": "0,1"},
                             stdout=subprocess.PIPE, text=True)
-    time.sleep(3)
+    ready, seen = 0, []
+    deadline = time.time() + 60
+    while ready < 2 and time.time() < deadline:  # signal only once both workers handle SIGINT
+        line = proc.stdout.readline()
+        seen.append(line)
+        ready += line.strip() == "ready"
+    assert ready == 2, seen
     proc.send_signal(signal.SIGTERM)
     out, _ = proc.communicate(timeout=30)
     assert sorted(re.findall(r"interrupted (\d)", out)) == ["0", "1"] and proc.returncode == 130
