@@ -9,6 +9,7 @@ sweeper (hydra_plugins/) runs the studies and calls the same trial runner.
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
 
 import hydra
@@ -77,7 +78,14 @@ register_configs()
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="config")
 def _hydra_main(cfg: DictConfig) -> float:
-    return train(cfg)
+    from .config import ConfigError
+    from .data import DatasetUnavailable
+
+    try:
+        return train(cfg)
+    except (ConfigError, DatasetUnavailable, FileNotFoundError) as e:  # the user's to fix: no traceback
+        print(f"linear-sweep: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 def main() -> None:

@@ -294,3 +294,13 @@ def test_sweep_against_a_real_mlflow_server(tmp_path):
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def test_missing_cifar10_says_how_to_get_it(tmp_path):
+    work = tmp_path / "work"
+    proc = run_sweep(work, "dataset=cifar10", f"dataset.root={tmp_path / 'nothing'}", "dataset.download=false",
+                     multirun=False, check=False)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    assert "linear-sweep:" in proc.stderr and "cifar-10" in proc.stderr.lower()
+    assert_no_runs(work)
