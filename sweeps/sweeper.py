@@ -123,9 +123,14 @@ class SweepLoop:
         check_sampler_space(self.sampler_name, plan.search_space)
         # Compose and check every cell (and the corners of the search space) before any run.
         cells = [(cell, self._compose_cell(plan, cell)) for cell in plan.cells]
-        summaries = []
-        for cell, base in cells:
-            summaries.append(self._run_study(plan, cell, base))
+        # One background thread records trials, tells Optuna and writes study reports, in order,
+        # while the main thread trains: the next batch, or the next study's first one.
+        finisher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="finish-trials")
+        try:
+            futures = [self._run_study(plan, cell, base, finisher, position=i) for i, (cell, base) in enumerate(cells)]
+            summaries = [f.result() for f in futures]
+        finally:
+            finisher.shutdown(wait=True)
         self._write_results(summaries)
         return summaries
 
@@ -179,7 +184,9 @@ class SweepLoop:
         return max(1, min(CPU_AUTO_BATCH, math.ceil(self.n_trials / 4)))
 
     # ------------------------------------------------------------------ one study
-    def _run_study(self, plan: SweepPlan, cell: Sequence[str], base: DictConfig) -> Dict[str, Any]:
+    def _run_study(self, plan: SweepPlan, cell: Sequence[str], base: DictConfig, finisher: ThreadPoolExecutor,
+                   position: int = 0) -> "Future[Dict[str, Any]]":
+        """Run one study's trials; returns the future of its summary (finished on ``finisher``)."""
         device = resolve_device(base.device.type)
         load_data(base.dataset, base.model.dtype, device)  # fail on data before any run exists
         n_trials = self.n_trials
@@ -219,7 +226,8 @@ class SweepLoop:
         k_max = self._auto_batch(base)
         report = self.pruner_name != "none"
         best_weights: Dict[int, torch.Tensor] = {}
-        progress = _Progress(study_name, n_trials, n_trials - remaining_budget(study, n_trials), self.progress_bar)
+        progress = _Progress(study_name, n_trials, n_trials - remaining_budget(study, n_trials), self.progress_bar,
+                             position)
         # train: stacked-model training; tracking: per-trial metrics and artifacts; bookkeeping:
         # composing configs, creating and ending runs, telling Optuna.
         timing = {"wall_seconds": 0.0, "train_seconds": 0.0, "tracking_seconds": 0.0, "bookkeeping_seconds": 0.0}
@@ -227,12 +235,12 @@ class SweepLoop:
         started = time.perf_counter()
         poll = max(1.0, self.heartbeat_interval / 2)
         # Recording a trial (metrics, images, artifacts), telling Optuna and ending its run happen
-        # in this one thread, in order, while the next batch trains. A trial becomes COMPLETE
-        # only once its results are in MLflow; a crash before that leaves it RUNNING, and the
+        # on ``finisher``, in order, while the next batch trains. A trial becomes COMPLETE only
+        # once its results are in MLflow; a crash before that leaves it RUNNING, and the
         # heartbeat check re-runs it. Model-based samplers wait for the tells before asking again,
         # so their suggestions stay reproducible for a seed.
-        finisher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="finish-trials")
         pending: List[Future] = []
+        mine: set = set()  # trial ids this worker has asked and not yet told
         wait_for_tells = self.sampler_name in MODEL_BASED_SAMPLERS
 
         def finish(spec: TrialSpec, out, heartbeat: Heartbeat) -> None:
@@ -243,6 +251,7 @@ class SweepLoop:
                 log.exception("could not record trial %d", spec.number)
                 state = TrialState.FAIL
             heartbeat.remove([spec.optuna_trial._trial_id])
+            mine.discard(spec.optuna_trial._trial_id)
             counts["ran"] += 1
             counts["failed"] += state == TrialState.FAIL
             timing["train_seconds"] += out.seconds
@@ -259,73 +268,80 @@ class SweepLoop:
             pending.clear()
 
         specs: List[TrialSpec] = []
+        heartbeat = Heartbeat(storage, self.heartbeat_interval).__enter__()  # stopped by the summary job
         try:
-            with Heartbeat(storage, self.heartbeat_interval) as heartbeat:
-                while True:
-                    if wait_for_tells:
+            while True:
+                if wait_for_tells:
+                    drain()
+                if counts["ran"] >= min(5, n_trials) and counts["failed"] / counts["ran"] > self.max_failure_rate:
+                    drain()
+                    tracker.end_run(parent_id, "FAILED")
+                    raise SweepError(f"{counts['failed']} of {counts['ran']} trials failed in study {study_name}, "
+                                     f"more than hydra.sweeper.max_failure_rate={self.max_failure_rate}; see "
+                                     f"the '{TAG_FAILURE}' tag of the failed runs")
+                with study_lock(storage, study_name):
+                    if isinstance(storage, optuna.storages.RDBStorage):
+                        fail_stale_trials(study)
+                    k = min(k_max, askable(study, n_trials))
+                    asked = []
+                    for _ in range(k):
+                        if self.sampler_name in RESEEDED_SAMPLERS:
+                            # Seeded by (seed, trial number): a relaunch or a second worker
+                            # never replays the random draws of an earlier one.
+                            number = len(study.get_trials(deepcopy=False))
+                            study.sampler = make_sampler(self.sampler_name, _trial_seed(seed, number),
+                                                         plan.search_space, self.sampler_kwargs)
+                        asked.append(study.ask(fixed_distributions=plan.search_space))
+                    heartbeat.add([t._trial_id for t in asked])
+                    mine.update(t._trial_id for t in asked)
+                if not asked:
+                    open_trials = study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING))
+                    if all(t._trial_id in mine for t in open_trials):
+                        break  # only our own trials are still being recorded: finish in the background
+                    if pending:
                         drain()
-                    if counts["ran"] >= min(5, n_trials) and counts["failed"] / counts["ran"] > self.max_failure_rate:
-                        drain()
-                        tracker.end_run(parent_id, "FAILED")
-                        raise SweepError(f"{counts['failed']} of {counts['ran']} trials failed in study {study_name}, "
-                                         f"more than hydra.sweeper.max_failure_rate={self.max_failure_rate}; see "
-                                         f"the '{TAG_FAILURE}' tag of the failed runs")
-                    with study_lock(storage, study_name):
-                        if isinstance(storage, optuna.storages.RDBStorage):
-                            fail_stale_trials(study)
-                        k = min(k_max, askable(study, n_trials))
-                        asked = []
-                        for _ in range(k):
-                            if self.sampler_name in RESEEDED_SAMPLERS:
-                                # Seeded by (seed, trial number): a relaunch or a second worker
-                                # never replays the random draws of an earlier one.
-                                number = len(study.get_trials(deepcopy=False))
-                                study.sampler = make_sampler(self.sampler_name, _trial_seed(seed, number),
-                                                             plan.search_space, self.sampler_kwargs)
-                            asked.append(study.ask(fixed_distributions=plan.search_space))
-                        heartbeat.add([t._trial_id for t in asked])
-                    if not asked:
-                        if pending:
-                            drain()
-                            continue
-                        others = study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING))
-                        if not others:
-                            break
-                        time.sleep(poll)  # wait for other workers' trials (or fail them when stale)
                         continue
-                    t0 = time.perf_counter()
-                    specs = self._start_trials(asked, base, plan, cell, study, tracker, parent_id, overrides_tag)
-                    timing["bookkeeping_seconds"] += time.perf_counter() - t0
-                    for spec in specs:
-                        if spec.cfg is None:  # its config failed: already told FAIL
-                            heartbeat.remove([spec.optuna_trial._trial_id])
-                            counts["ran"] += 1
-                            counts["failed"] += 1
-                            progress.update(1, _best_value(study))
-                    runnable = [s for s in specs if s.cfg is not None]
-                    outcomes = run_trials(runnable, tracker, report_intermediate=report,
-                                          should_prune=lambda t: t.should_prune(), executor=finisher)
-                    pending += [finisher.submit(finish, spec, out, heartbeat) for spec, out in zip(runnable, outcomes)]
-                    specs = []
-                drain()
+                    time.sleep(poll)  # wait for other workers' trials (or fail them when stale)
+                    continue
+                t0 = time.perf_counter()
+                specs = self._start_trials(asked, base, plan, cell, study, tracker, parent_id, overrides_tag)
+                timing["bookkeeping_seconds"] += time.perf_counter() - t0
+                for spec in specs:
+                    if spec.cfg is None:  # its config failed: already told FAIL
+                        heartbeat.remove([spec.optuna_trial._trial_id])
+                        mine.discard(spec.optuna_trial._trial_id)
+                        counts["ran"] += 1
+                        counts["failed"] += 1
+                        progress.update(1, _best_value(study))
+                runnable = [s for s in specs if s.cfg is not None]
+                outcomes = run_trials(runnable, tracker, report_intermediate=report,
+                                      should_prune=lambda t: t.should_prune(), executor=finisher)
+                pending += [finisher.submit(finish, spec, out, heartbeat) for spec, out in zip(runnable, outcomes)]
+                specs = []
         except KeyboardInterrupt:
             try:
                 drain()  # trials already trained are recorded and told
             finally:
-                finisher.shutdown(wait=True)
                 self._interrupt(study, tracker, handler, specs)
                 tracker.end_run(parent_id, "KILLED")
+                heartbeat.__exit__(None, None, None)
                 progress.close()
             raise
-        finally:
-            finisher.shutdown(wait=True)
-        progress.close()
-        timing["wall_seconds"] = time.perf_counter() - started
-        summary = self._finalize(study, tracker, parent_id, base, n_trials, best_weights)
-        timing["finalize_seconds"] = time.perf_counter() - started - timing["wall_seconds"]
-        summary["this_launch"] = {"trials_run": counts["ran"], "batch_size": k_max,
-                                  **{k: round(v, 3) for k, v in timing.items()}}
-        return summary
+        except BaseException:
+            heartbeat.__exit__(None, None, None)
+            raise
+
+        def summarize() -> Dict[str, Any]:  # runs on finisher after the study's last tell
+            heartbeat.__exit__(None, None, None)
+            progress.close()
+            timing["wall_seconds"] = time.perf_counter() - started
+            summary = self._finalize(study, tracker, parent_id, base, n_trials, best_weights)
+            timing["finalize_seconds"] = time.perf_counter() - started - timing["wall_seconds"]
+            summary["this_launch"] = {"trials_run": counts["ran"], "batch_size": k_max,
+                                      **{k: round(v, 3) for k, v in timing.items()}}
+            return summary
+
+        return finisher.submit(summarize)
 
     def _start_trials(self, asked, base, plan, cell, study, tracker, parent_id, overrides_tag) -> List[TrialSpec]:
         """Create each asked trial's MLflow run and compose its config."""
@@ -437,10 +453,12 @@ class SweepLoop:
                                best_run_id=best.user_attrs.get(ATTR_RUN_ID))
                 test_acc = self._best_test_accuracy(best, base, tracker, best_weights)
                 summary["best_test_acc"] = test_acc
-            if done_before != len(trials):  # one worker writes the study report per state of the study
-                log_study_report(study, tracker, parent_id, summary)
+            write_report = done_before != len(trials)  # one worker reports each state of the study
+            if write_report:
                 study.set_user_attr(ATTR_FINALIZED, len(trials))
-            tracker.end_run(parent_id, "FINISHED")
+        if write_report:  # outside the lock: plots take seconds, and asks of other studies wait on it
+            log_study_report(study, tracker, parent_id, summary)
+        tracker.end_run(parent_id, "FINISHED")
         if completed:
             log.info("study %s: best val_acc %.4f (trial %d, %s); its test_acc %.4f", study.study_name,
                      summary["best_val_acc"], summary["best_trial"], summary["best_params"], summary["best_test_acc"])
@@ -490,14 +508,15 @@ class SweepLoop:
 class _Progress:
     """A tqdm bar over trials on a terminal; plain log lines otherwise."""
 
-    def __init__(self, name: str, total: int, done: int, enabled: Optional[bool]):
+    def __init__(self, name: str, total: int, done: int, enabled: Optional[bool], position: int = 0):
         self.name, self.total, self.done = name, total, done
         use_bar = sys.stderr.isatty() if enabled is None else enabled
         self.bar = None
         if use_bar:
             from tqdm import tqdm
 
-            self.bar = tqdm(total=total, initial=done, desc=name, unit="trial", dynamic_ncols=True)
+            # One line per study: a study's last trials are recorded while the next one trains.
+            self.bar = tqdm(total=total, initial=done, desc=name, unit="trial", dynamic_ncols=True, position=position)
 
     def update(self, n: int, best: Optional[float]) -> None:
         self.done += n
