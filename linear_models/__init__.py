@@ -4,7 +4,7 @@ The names follow the EECS 498-007 / CS231n linear-classifier assignment; shapes 
 W (D, C), X (N, D), y (N,) int64. ``linear_models.data`` loads and preprocesses CIFAR-10
 and image folders.
 """
-from .batched import BatchedProgress, BatchedResult, batched_accuracy, train_linear_classifiers_batched
+from .batched import BatchedProgress, BatchedResult, batched_accuracy, batched_predict, train_linear_classifiers_batched
 from .classifiers import LinearClassifier, LinearSVM, Softmax, classifier_for_loss, load_classifier
 from .gradcheck import grad_check_sparse, rel_error
 from .losses import (
@@ -34,7 +34,7 @@ __all__ = [
     "svm_loss_batched", "softmax_loss_batched", "batched_loss_function",
     "sample_batch", "make_generator", "init_weights", "lr_schedule_factors", "LR_SCHEDULES",
     "train_linear_classifier", "predict_linear_classifier", "accuracy", "TrainingDivergedError",
-    "train_linear_classifiers_batched", "batched_accuracy", "BatchedProgress", "BatchedResult",
+    "train_linear_classifiers_batched", "batched_accuracy", "batched_predict", "BatchedProgress", "BatchedResult",
     "LinearClassifier", "LinearSVM", "Softmax", "load_classifier", "classifier_for_loss",
     "grad_check_sparse", "rel_error",
     "class_templates", "template_grid", "save_template_grid",

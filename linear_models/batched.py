@@ -18,10 +18,10 @@ from typing import Callable, Optional, Sequence
 import torch
 
 from ._validation import check_int, check_nonnegative, check_positive, check_weights_data
-from .losses import _sgd_step_, _step_workspace, batched_loss_function
+from .losses import _matmul, _sgd_step_, _step_workspace, batched_loss_function
 from .train import init_weights, lr_schedule_factors, make_generator
 
-__all__ = ["BatchedProgress", "BatchedResult", "train_linear_classifiers_batched", "batched_accuracy"]
+__all__ = ["BatchedProgress", "BatchedResult", "train_linear_classifiers_batched", "batched_accuracy", "batched_predict"]
 
 COMPLETED, DIVERGED, PRUNED = "completed", "diverged", "pruned"
 # Deferred weight decay (see losses._sgd_step_): fold the per-trial scale into W before any
@@ -71,12 +71,26 @@ class BatchedResult:
 
 
 @torch.no_grad()
-def batched_accuracy(W: torch.Tensor, X: torch.Tensor, y: torch.Tensor, chunk: int = 8192) -> torch.Tensor:
+def batched_predict(W: torch.Tensor, X: torch.Tensor, chunk: int = 8192, matmul_dtype=None) -> torch.Tensor:
+    """Predicted labels of K classifiers: W (D, K, C), X (N, D) -> (N, K) int64 on W's device.
+
+    matmul_dtype: e.g. torch.bfloat16 to score in the precision the trainer used.
+    """
+    D, K, C = W.shape
+    W2 = W.reshape(D, K * C)
+    return torch.cat([_matmul(X[start:start + chunk], W2, matmul_dtype).view(-1, K, C).argmax(dim=2)
+                      for start in range(0, X.shape[0], chunk)]) if X.shape[0] else \
+        torch.empty(0, K, dtype=torch.long, device=W.device)
+
+
+@torch.no_grad()
+def batched_accuracy(W: torch.Tensor, X: torch.Tensor, y: torch.Tensor, chunk: int = 8192,
+                     matmul_dtype=None) -> torch.Tensor:
     """Accuracy of each of K classifiers: W (D, K, C), X (N, D), y (N,) -> (K,) on W's device."""
     D, K, C = W.shape
     correct = torch.zeros(K, device=W.device, dtype=torch.float64)
     for start in range(0, X.shape[0], chunk):
-        scores = (X[start:start + chunk] @ W.reshape(D, K * C)).view(-1, K, C)
+        scores = _matmul(X[start:start + chunk], W.reshape(D, K * C), matmul_dtype).view(-1, K, C)
         correct += (scores.argmax(dim=2) == y[start:start + chunk, None]).sum(dim=0)
     return correct / max(X.shape[0], 1)
 
@@ -124,7 +138,8 @@ def train_linear_classifiers_batched(
         seed / generator: reproducible initial weights and minibatches. W_init: (D, K, C)
             initial weights instead of ``init_scale * randn``.
         shared_batches: one minibatch for all trials (default); False samples one per trial.
-        matmul_dtype: e.g. torch.bfloat16 to run the two matmuls in lower precision.
+        matmul_dtype: e.g. torch.bfloat16 to run the two matmuls (and the validation scores)
+            in lower precision; weights and their updates stay in X's dtype.
         callback: ``callback(BatchedProgress)`` at every check point; it returns trial indices
             to prune (or None). Pruned trials stop at once.
     Returns:
@@ -213,7 +228,7 @@ def train_linear_classifiers_batched(
         # Check point: the only place that reads device values back.
         alive_host = alive.tolist()
         bad_host = first_bad.tolist()
-        val_host = batched_accuracy(W_act, X_val, y_val).tolist() if do_eval else None
+        val_host = batched_accuracy(W_act, X_val, y_val, matmul_dtype=matmul_dtype).tolist() if do_eval else None
         remove = set()
         for j, k in enumerate(active):
             if not alive_host[j]:

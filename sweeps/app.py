@@ -8,6 +8,7 @@ sweeper (hydra_plugins/) runs the studies and calls the same trial runner.
 """
 from __future__ import annotations
 
+import gc
 import logging
 import sys
 from pathlib import Path
@@ -89,4 +90,9 @@ def _hydra_main(cfg: DictConfig) -> float:
 
 
 def main() -> None:
-    _hydra_main()
+    try:
+        _hydra_main()
+    finally:
+        # The process ends here: skip the interpreter's last full garbage collection over
+        # every object a sweep leaves behind (about 2 s; the OS frees the memory anyway).
+        gc.freeze()

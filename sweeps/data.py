@@ -4,7 +4,7 @@ from __future__ import annotations
 import logging
 import threading
 import urllib.error
-from typing import Dict, Tuple
+from typing import Dict, Optional, Tuple
 
 import torch
 from omegaconf import DictConfig
@@ -28,6 +28,11 @@ def resolve_device(kind: str) -> torch.device:
 
 def _dtype(name: str) -> torch.dtype:
     return {"float32": torch.float32, "float64": torch.float64}[name]
+
+
+def matmul_dtype(model_cfg: DictConfig) -> Optional[torch.dtype]:
+    """model.matmul_dtype as a torch dtype (None: the data's own dtype)."""
+    return getattr(torch, model_cfg.matmul_dtype) if model_cfg.matmul_dtype else None
 
 
 def dataset_key(dataset_cfg: DictConfig) -> Tuple:

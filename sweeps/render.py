@@ -1,6 +1,7 @@
 """Cheap per-trial images drawn with Pillow (a few ms each, no matplotlib on the hot path)."""
 from __future__ import annotations
 
+import functools
 import math
 from pathlib import Path
 from typing import Mapping, Sequence, Tuple
@@ -61,30 +62,43 @@ def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -
     return np.bincount(y_true * num_classes + y_pred, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
 
 
-def confusion_matrix_image(path, matrix: np.ndarray, class_names: Sequence[str], *, title: str, cell: int = 34) -> Path:
-    """Heat map of a confusion matrix with counts, class names on both axes."""
+@functools.lru_cache(maxsize=8)
+def _confusion_frame(class_names: Tuple[str, ...], cell: int) -> Image.Image:
+    """The class-name labels of a confusion-matrix image, drawn once per set of names."""
     font = ImageFont.load_default()
-    C = matrix.shape[0]
+    C = len(class_names)
     label_w = 8 * max(len(n) for n in class_names) + 10
-    W, H = label_w + C * cell + 10, 30 + label_w + C * cell + 10
-    img = Image.new("RGB", (W, H), "white")
+    img = Image.new("RGB", (label_w + C * cell + 10, 30 + label_w + C * cell + 10), "white")
+    d = ImageDraw.Draw(img)
+    top = 30 + label_w
+    for i, name in enumerate(class_names):
+        d.text((4, top + i * cell + cell // 2 - 6), name, fill="black", font=font)
+        # Column names written vertically: one character per line keeps it legible without rotation.
+        for j, ch in enumerate(name[:8]):
+            d.text((label_w + i * cell + cell // 2 - 3, 30 + j * 11), ch, fill="black", font=font)
+    return img
+
+
+def confusion_matrix_image(path, matrix: np.ndarray, class_names: Sequence[str], *, title: str, cell: int = 34) -> Path:
+    """Heat map of a confusion matrix (C, C) with counts, class names on both axes."""
+    font = ImageFont.load_default()
+    digits = ImageFont.load_default_imagefont()  # the counts: 5x faster than the FreeType default
+    C = matrix.shape[0]
+    img = _confusion_frame(tuple(class_names), cell).copy()
+    label_w = 8 * max(len(n) for n in class_names) + 10
     d = ImageDraw.Draw(img)
     d.text((6, 6), title, fill="black", font=font)
     row_sums = matrix.sum(axis=1, keepdims=True).clip(min=1)
     frac = matrix / row_sums
     top = 30 + label_w
     for i in range(C):
-        d.text((4, top + i * cell + cell // 2 - 6), class_names[i], fill="black", font=font)
-        # Column names written vertically: one character per line keeps it legible without rotation.
-        name = class_names[i][:8]
-        for j, ch in enumerate(name):
-            d.text((label_w + i * cell + cell // 2 - 3, 30 + j * 11), ch, fill="black", font=font)
         for j in range(C):
             shade = int(255 * (1 - frac[i, j]))
             color = (shade, shade, 255) if i != j else (shade, 255, shade)
             x, y = label_w + j * cell, top + i * cell
             d.rectangle([x, y, x + cell - 1, y + cell - 1], fill=color, outline=(200, 200, 200))
-            d.text((x + 3, y + cell // 2 - 6), str(int(matrix[i, j])), fill="black" if shade > 110 else "white", font=font)
+            d.text((x + 3, y + cell // 2 - 6), str(int(matrix[i, j])), fill="black" if shade > 110 else "white",
+                   font=digits)
     path = Path(path)
     img.save(path, format="PNG", compress_level=1)  # fast; these are small
     return path

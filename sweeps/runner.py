@@ -12,10 +12,9 @@ from __future__ import annotations
 
 import logging
 import math
-import tempfile
 import time
+from concurrent.futures import Future
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import numpy as np
@@ -24,7 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 
 import linear_models as lm
 
-from .data import load_data, resolve_device
+from .data import load_data, matmul_dtype, resolve_device
 from .render import confusion_matrix, confusion_matrix_image, line_plot
 from .tracking import Tracker
 
@@ -62,6 +61,7 @@ class TrialOutcome:
     message: str = ""
     weights: Optional[torch.Tensor] = None  # (D, C) on the CPU
     val_history: Dict[int, float] = field(default_factory=dict)
+    recorded: Optional[Future] = None  # with an executor: done once metrics and artifacts are in MLflow
 
 
 def group_key(cfg: DictConfig) -> str:
@@ -93,7 +93,8 @@ def run_trials(specs: Sequence[TrialSpec], tracker: Optional[Tracker], *, report
     The MLflow runs stay RUNNING: the caller ends them once Optuna has been told, so both
     stores agree. ``should_prune(optuna_trial)`` is asked at each validation check.
     ``devices``: where to train (default: from each config; every GPU of a multi-GPU machine).
-    ``executor``: record trials there (e.g. a background thread) instead of before returning.
+    ``executor``: record trials there (e.g. background threads) instead of before returning;
+    each outcome's ``recorded`` future then tells when (and whether) its recording is done.
     """
     groups: Dict[str, List[int]] = {}
     for i, spec in enumerate(specs):
@@ -160,10 +161,13 @@ def _run_group(specs: List[TrialSpec], device: torch.device, tracker: Optional[T
     val_hist: List[Dict[int, float]] = [dict() for _ in specs]
     train_hist: List[Dict[int, float]] = [dict() for _ in specs]
 
+    # Scores for accuracies use the training matmuls' precision too (bf16: half the time).
+    mm_dtype = matmul_dtype(cfg.model)
+
     def on_check(progress: lm.BatchedProgress):
         if not progress.active:
             return []
-        train_acc = lm.batched_accuracy(progress.weights, X_sub, y_sub).tolist()
+        train_acc = lm.batched_accuracy(progress.weights, X_sub, y_sub, matmul_dtype=mm_dtype).tolist()
         pruned = []
         for j, k in enumerate(progress.active):
             step = progress.step
@@ -179,7 +183,6 @@ def _run_group(specs: List[TrialSpec], device: torch.device, tracker: Optional[T
                     pruned.append(k)
         return pruned
 
-    matmul_dtype = getattr(torch, cfg.model.matmul_dtype) if cfg.model.matmul_dtype else None
     start = time.perf_counter()
     result = lm.train_linear_classifiers_batched(
         cfg.loss.name, X, y,
@@ -187,15 +190,13 @@ def _run_group(specs: List[TrialSpec], device: torch.device, tracker: Optional[T
         cfg.model.batch_size, X_val=X_val, y_val=y_val, eval_every=eval_every, generator=gen,
         W_init=W_init, lr_schedules=[s.cfg.model.lr_decay for s in specs],
         lr_step_every=cfg.model.lr_decay_every, lr_gamma=cfg.model.lr_decay_gamma,
-        matmul_dtype=matmul_dtype, callback=on_check)
+        matmul_dtype=mm_dtype, callback=on_check)
     W_all = result.W.permute(1, 0, 2)  # (D, K, C)
-    final_train = lm.batched_accuracy(W_all, X, y).tolist()
-    val_scores_pred = None
-    if X_val.shape[0]:
-        D, _, C = W_all.shape
-        val_scores_pred = (X_val @ W_all.reshape(D, K * C)).view(-1, K, C).argmax(dim=2).cpu().numpy()
+    final_train = lm.batched_accuracy(W_all, X, y, matmul_dtype=mm_dtype).tolist()
+    val_scores_pred = lm.batched_predict(W_all, X_val, matmul_dtype=mm_dtype).cpu().numpy() if X_val.shape[0] else None
     test_all = cfg.tracking.test_eval == "all"
-    final_test = lm.batched_accuracy(W_all, data["X_test"], data["y_test"]).tolist() if test_all else None
+    final_test = (lm.batched_accuracy(W_all, data["X_test"], data["y_test"], matmul_dtype=mm_dtype).tolist()
+                  if test_all else None)
     train_seconds = (time.perf_counter() - start) / K  # amortized over the batch
     loss_history = result.loss_history.cpu()
 
@@ -219,7 +220,7 @@ def _run_group(specs: List[TrialSpec], device: torch.device, tracker: Optional[T
             if executor is None:
                 _record_trial(*args)
             else:
-                executor.submit(_record_trial, *args)  # the caller's later jobs on it run after this
+                out.recorded = executor.submit(_record_trial, *args)
         outcomes.append(out)
     return outcomes
 
@@ -257,8 +258,7 @@ def _record(tracker: Tracker, spec: TrialSpec, out: TrialOutcome, losses: torch.
     tracker.log_series(spec.run_id, {k: v for k, v in series.items() if v[0]})  # one request
     if not (cfg.tracking.log_images or cfg.tracking.log_weights):
         return
-    with tempfile.TemporaryDirectory(prefix="trial-") as tmp:
-        tmp = Path(tmp)
+    with tracker.artifact_folder(spec.run_id) as tmp:
         (tmp / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
         title = f"{cfg.loss.name} #{spec.number}  lr={cfg.model.learning_rate:.2e} reg={cfg.model.reg:.2e}"
         if cfg.tracking.log_images:
@@ -276,4 +276,3 @@ def _record(tracker: Tracker, spec: TrialSpec, out: TrialOutcome, losses: torch.
         if cfg.tracking.log_weights and out.status != DIVERGED:
             clf = lm.classifier_for_loss(cfg.loss.name)(out.weights)
             clf.save(tmp / "weights.pt")
-        tracker.log_artifacts(spec.run_id, tmp)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import math
-import tempfile
 from pathlib import Path
 from typing import Any, Dict
 
@@ -62,9 +61,8 @@ def log_study_report(study: optuna.Study, tracker, parent_id: str, summary: Dict
     from optuna.visualization import matplotlib as ovm
 
     trials = study.get_trials(deepcopy=False)
-    with tempfile.TemporaryDirectory(prefix="study-") as tmp, warnings.catch_warnings():
+    with tracker.artifact_folder(parent_id) as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        tmp = Path(tmp)
         df = study.trials_dataframe(attrs=("number", "value", "state", "params", "user_attrs", "duration",
                                            "datetime_start", "datetime_complete"))
         df.to_csv(tmp / "trials.csv", index=False)
@@ -81,7 +79,6 @@ def log_study_report(study: optuna.Study, tracker, parent_id: str, summary: Dict
             _save_optuna_plot(ovm.plot_contour, study, tmp / "contour.png")
         if n_complete >= MIN_TRIALS_FOR_IMPORTANCE:
             _save_optuna_plot(ovm.plot_param_importances, study, tmp / "param_importances.png")
-        tracker.log_artifacts(parent_id, tmp)
     metrics = {k: v for k, v in (("best_val_acc", summary.get("best_val_acc")),
                                  ("best_test_acc", summary.get("best_test_acc"))) if v is not None}
     metrics.update({f"trials_{k.lower()}": v for k, v in summary["trials"].items()})

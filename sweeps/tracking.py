@@ -5,13 +5,16 @@ tracking server that restarts loses nothing.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
 import subprocess
+import tempfile
 import time
 from pathlib import Path
-from typing import Mapping, Optional, Sequence
+from typing import Dict, Iterator, Mapping, Optional, Sequence
+from urllib.parse import unquote, urlparse
 
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
@@ -140,6 +143,7 @@ class Tracker:
         self.experiment_name = experiment
         self._artifact_location = artifact_location
         self._experiment_id: Optional[str] = None
+        self._artifact_uris: Dict[str, str] = {}  # run id -> artifact URI, for runs created here
 
     @classmethod
     def from_config(cls, tracking_cfg) -> "Tracker":
@@ -177,6 +181,7 @@ class Tracker:
         if code_version():
             tags.setdefault(TAG_COMMIT, code_version())
         run = self.client.create_run(self.experiment_id, run_name=name, tags=tags)
+        self._artifact_uris[run.info.run_id] = run.info.artifact_uri
         if params:
             self.client.log_batch(run.info.run_id, params=[Param(k, _param_str(v)) for k, v in params.items()])
         return run.info.run_id
@@ -228,6 +233,34 @@ class Tracker:
     @_retrying
     def log_artifacts(self, run_id: str, local_dir, artifact_path: Optional[str] = None) -> None:
         self.client.log_artifacts(run_id, str(local_dir), artifact_path)
+
+    def local_artifact_dir(self, run_id: str) -> Optional[Path]:
+        """The run's artifact folder when the artifact store is a local folder, else None."""
+        uri = self._artifact_uris.get(run_id)
+        if uri is None:
+            uri = self._artifact_uris[run_id] = self.get_run(run_id).info.artifact_uri
+        parsed = urlparse(uri)
+        if parsed.scheme == "file" and parsed.netloc in ("", "localhost"):
+            return Path(unquote(parsed.path))
+        if parsed.scheme == "" or (len(parsed.scheme) == 1 and os.name == "nt"):  # a plain path
+            return Path(uri)
+        return None
+
+    @contextlib.contextmanager
+    def artifact_folder(self, run_id: str) -> Iterator[Path]:
+        """A folder whose files become the run's artifacts when the block ends.
+
+        Local artifact stores get the run's own folder (written in place, no copy); others a
+        temporary folder uploaded at the end of the block.
+        """
+        local = self.local_artifact_dir(run_id)
+        if local is not None:
+            local.mkdir(parents=True, exist_ok=True)
+            yield local
+            return
+        with tempfile.TemporaryDirectory(prefix="artifacts-") as tmp:
+            yield Path(tmp)
+            self.log_artifacts(run_id, tmp)
 
     @_retrying
     def download_artifact(self, run_id: str, path: str, dst) -> str:

@@ -132,6 +132,21 @@ def test_bf16_matmuls_keep_accuracy():
     low = lm.train_linear_classifiers_batched("softmax", X, y, [1e-2], [1e-4], 200, 64, seed=0, matmul_dtype=torch.bfloat16)
     acc = [lm.batched_accuracy(r.W.permute(1, 0, 2), X, y)[0].item() for r in (full, low)]
     assert abs(acc[0] - acc[1]) < 0.03
+    # Scoring in bf16 too (what the sweep does with model.matmul_dtype=bfloat16).
+    low_scored = lm.batched_accuracy(low.W.permute(1, 0, 2), X, y, matmul_dtype=torch.bfloat16)[0].item()
+    assert abs(low_scored - acc[1]) < 0.01
+
+
+def test_batched_predict_and_accuracy_match_per_trial_scores():
+    X, y = blobs(N=300, D=12, C=5)
+    W = torch.randn(X.shape[1], 3, 5, dtype=X.dtype, generator=torch.Generator().manual_seed(0))
+    pred = lm.batched_predict(W, X, chunk=128)  # several chunks, the last one short
+    assert pred.shape == (300, 3) and pred.dtype == torch.long
+    for k in range(3):
+        assert torch.equal(pred[:, k], lm.predict_linear_classifier(W[:, k, :], X))
+    acc = lm.batched_accuracy(W, X, y, chunk=128)
+    assert torch.allclose(acc, (pred == y[:, None]).double().mean(dim=0))
+    assert lm.batched_predict(W, X[:0]).shape == (0, 3)
 
 
 @pytest.mark.parametrize("kwargs,message", [
