@@ -214,7 +214,8 @@ def _run_group(specs: List[TrialSpec], device: torch.device, tracker: Optional[T
             lr = spec.cfg.model.learning_rate
             out.message = (f"diverged: loss is {result.diverged_loss[k]} at iteration {iters_run - 1} "
                            f"(learning_rate={lr:g} is probably too large)")
-        if tracker is not None and spec.run_id is not None:
+        # With an executor the run may still be being created there: its job runs first.
+        if tracker is not None and (spec.run_id is not None or executor is not None):
             args = (tracker, spec, out, loss_history[:iters_run, k], train_hist[k], data,
                     val_scores_pred[:, k] if val_scores_pred is not None else None, K)
             if executor is None:
@@ -228,6 +229,8 @@ def _run_group(specs: List[TrialSpec], device: torch.device, tracker: Optional[T
 def _record_trial(tracker: Tracker, spec: TrialSpec, out: TrialOutcome, losses: torch.Tensor,
                   train_hist: Dict[int, float], data: dict, val_pred: Optional[np.ndarray], batch_k: int) -> None:
     """Metrics in batches, then the artifacts in one upload. The run stays RUNNING."""
+    if spec.run_id is None:  # the caller must not tell this trial COMPLETE
+        raise RuntimeError(f"trial {spec.number} has no MLflow run to record into (creating it failed)")
     t0 = time.perf_counter()
     try:
         _record(tracker, spec, out, losses, train_hist, data, val_pred, batch_k)

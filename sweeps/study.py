@@ -102,6 +102,7 @@ class StaleTrialHandler:
 
     def __init__(self, max_retries: int):
         self._retry = RetryFailedTrialCallback(max_retry=max_retries)
+        self.before_failing: Optional[Callable[[FrozenTrial], None]] = None  # while it can still be updated
         self.on_failed: Optional[Callable[[FrozenTrial, str], None]] = None
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
@@ -117,14 +118,18 @@ class StaleTrialHandler:
 
 
 def fail_stale_trials(study: optuna.Study) -> None:
-    """optuna.storages.fail_stale_trials, but each trial's fail_reason is written before it is
-    failed: Optuna calls the stale callback once the trial is FAIL, when it can't be updated."""
+    """optuna.storages.fail_stale_trials, but each trial's fail_reason (and, through the
+    handler's ``before_failing``, its MLflow run link) is written before it is failed: Optuna
+    calls the stale callback once the trial is FAIL, when it can't be updated."""
     storage = study._storage
     if getattr(storage, "get_heartbeat_interval", lambda: None)() is None:
         return
     callback = storage.get_heartbeat_stale_trial_callback()
+    before_failing = getattr(callback, "before_failing", None)
     for trial_id in storage._get_stale_trial_ids(study._study_id):
         try:
+            if before_failing is not None:
+                before_failing(storage.get_trial(trial_id))
             storage.set_trial_user_attr(trial_id, ATTR_FAIL_REASON, FAIL_STALE)
             if not storage.set_trial_state_values(trial_id, state=TrialState.FAIL):
                 continue

@@ -214,6 +214,7 @@ class SweepLoop:
         tracker = Tracker.from_config(base.tracking)
         tracker.experiment_id  # noqa: B018 -- creates the tracking store while the data loads
         data_ready.result()  # a data error ends the launch here, before any run exists
+        handler.before_failing = lambda trial: self._ensure_run(tracker, study, trial)
         handler.on_failed = lambda trial, reason: self._close_run(tracker, study, trial, "FAIL", reason)
         overrides_tag = " ".join(list(plan.fixed) + list(cell))
 
@@ -277,6 +278,13 @@ class SweepLoop:
                 _keep_best(best_weights, study)
             progress.update(1, _best_value(study))
 
+        def timed_bookkeeping(job) -> None:
+            t0 = time.perf_counter()
+            try:
+                job()
+            finally:
+                timing["bookkeeping_seconds"] += time.perf_counter() - t0
+
         def drain() -> None:
             for future in pending:
                 future.result()
@@ -322,7 +330,9 @@ class SweepLoop:
                     time.sleep(poll)  # wait for other workers' trials (or fail them when stale)
                     continue
                 t0 = time.perf_counter()
-                specs = self._start_trials(asked, base, plan, cell, study, tracker, parent_id, overrides_tag)
+                specs, create_runs = self._start_trials(asked, base, plan, cell, study, tracker, parent_id,
+                                                        overrides_tag)
+                pending.append(finisher.submit(timed_bookkeeping, create_runs))  # while the batch trains
                 timing["bookkeeping_seconds"] += time.perf_counter() - t0
                 for spec in specs:
                     if spec.cfg is None:  # its config failed: already told FAIL
@@ -364,12 +374,16 @@ class SweepLoop:
 
         return finisher.submit(summarize)
 
-    def _start_trials(self, asked, base, plan, cell, study, tracker, parent_id, overrides_tag) -> List[TrialSpec]:
-        """Create each asked trial's MLflow run and compose its config."""
-        specs = []
+    def _start_trials(self, asked, base, plan, cell, study, tracker, parent_id, overrides_tag):
+        """Compose each asked trial's config; returns (specs, create_runs).
+
+        ``create_runs()`` creates the MLflow runs of the trials that will train; the sweep runs it
+        on the finisher thread while they train (recording, on the same thread, comes after it).
+        A trial whose config fails gets its run here, is told FAIL and has ``cfg=None``.
+        """
+        specs, new_runs = [], []
         for trial in asked:
             params = dict(trial.params)
-            retry_of = study._storage.get_trial_system_attrs(trial._trial_id).get("failed_trial")
             cfg, error = None, None
             try:
                 cfg = self._trial_config(base, plan, cell, params)
@@ -382,22 +396,40 @@ class SweepLoop:
             tags = {TAG_ROLE: "trial", TAG_PARENT: parent_id, TAG_STUDY: study.study_name,
                     TAG_TRIAL_NUMBER: trial.number, TAG_TRIAL_ID: trial._trial_id,
                     TAG_TRIAL_STATE: "RUNNING", TAG_OVERRIDES: f"{overrides_tag} {trial_overrides}".strip()}
-            if retry_of is not None:
-                tags[TAG_RETRY_OF] = retry_of
             run_params = trial_params(source, resolve_device(source.device.type))
             run_params.update({k: v for k, v in params.items() if k.split(".")[-1] not in run_params})
-            run_id = tracker.create_run(name, tags=tags, params=run_params)
-            trial.set_user_attr(ATTR_RUN_ID, run_id)
-            if retry_of is not None:  # a re-queued trial inherits its original's attributes
-                trial.set_user_attr(ATTR_FAIL_REASON, None)
-            spec = TrialSpec(cfg=cfg, number=trial.number, optuna_trial=trial, run_id=run_id)
-            if error is not None:
-                log.warning("trial %d: %s", trial.number, error)
-                trial.set_user_attr(ATTR_FAIL_REASON, error)
-                _tell(study, trial, state=TrialState.FAIL)
-                self._close_run(tracker, study, study._storage.get_trial(trial._trial_id), "FAIL", error)
+            spec = TrialSpec(cfg=cfg, number=trial.number, optuna_trial=trial)
             specs.append(spec)
-        return specs
+            if error is None:
+                new_runs.append((spec, name, tags, run_params))
+                continue
+            self._create_trial_run(study, tracker, spec, name, tags, run_params)
+            log.warning("trial %d: %s", trial.number, error)
+            trial.set_user_attr(ATTR_FAIL_REASON, error)
+            _tell(study, trial, state=TrialState.FAIL)
+            self._close_run(tracker, study, study._storage.get_trial(trial._trial_id), "FAIL", error)
+
+        def create_runs() -> None:
+            for spec, name, tags, run_params in new_runs:
+                try:
+                    self._create_trial_run(study, tracker, spec, name, tags, run_params)
+                except Exception:  # its recording then fails: left RUNNING, the heartbeat check re-runs it
+                    log.exception("could not create the MLflow run of trial %d", spec.number)
+
+        return specs, create_runs
+
+    @staticmethod
+    def _create_trial_run(study, tracker: Tracker, spec: TrialSpec, name: str, tags: Dict[str, Any],
+                          run_params: Dict[str, Any]) -> None:
+        """Create the trial's MLflow run and link it both ways (tags here, a user attr in Optuna)."""
+        trial = spec.optuna_trial
+        retry_of = study._storage.get_trial_system_attrs(trial._trial_id).get("failed_trial")
+        if retry_of is not None:
+            tags = {**tags, TAG_RETRY_OF: retry_of}
+        spec.run_id = tracker.create_run(name, tags=tags, params=run_params)
+        trial.set_user_attr(ATTR_RUN_ID, spec.run_id)
+        if retry_of is not None:  # a re-queued trial inherits its original's attributes
+            trial.set_user_attr(ATTR_FAIL_REASON, None)
 
     def _finish_trial(self, study, tracker, spec: TrialSpec, out) -> TrialState:
         """Tell Optuna, then end the MLflow run in the agreeing state."""
@@ -414,23 +446,41 @@ class SweepLoop:
             _tell(study, trial, state=TrialState.FAIL)
             state = TrialState.FAIL
             log.warning("trial %d failed: %s", trial.number, reason)
-        self._close_run(tracker, study, None, state.name, reason, run_id=spec.run_id)
+        self._close_run(tracker, study, trial, state.name, reason, run_id=spec.run_id)
         return state
 
     def _close_run(self, tracker: Tracker, study, trial, state: str, reason: Optional[str], run_id=None) -> None:
         """End a trial's MLflow run to match its Optuna state (creating it if it never got one)."""
         if run_id is None:
-            run_id = trial.user_attrs.get(ATTR_RUN_ID)
-            if run_id is None:  # the worker died between ask and creating the run
-                run_id = tracker.create_run(f"trial-{trial.number:03d}", tags={
-                    TAG_ROLE: "trial", TAG_PARENT: study.user_attrs.get(ATTR_PARENT_RUN), TAG_STUDY: study.study_name,
-                    TAG_TRIAL_NUMBER: trial.number, TAG_TRIAL_ID: trial._trial_id})
-                study._storage.set_trial_user_attr(trial._trial_id, ATTR_RUN_ID, run_id)
+            run_id = self._ensure_run(tracker, study, trial)
         tags = {TAG_TRIAL_STATE: state}
         if reason:
             tags[TAG_FAILURE] = reason
         tracker.set_tags(run_id, tags)
         tracker.end_run(run_id, mlflow_status(state, reason))
+
+    @staticmethod
+    def _ensure_run(tracker: Tracker, study, trial) -> str:
+        """The trial's MLflow run id, found by its tags or created bare if the trial never got one
+        (its worker died, or creating the run failed, between ask and training). Call it while
+        the trial is unfinished: Optuna refuses the link to a finished trial (the run has its tags)."""
+        run_id = trial.user_attrs.get(ATTR_RUN_ID)
+        if run_id is not None:
+            return run_id
+        # Its worker may have died between creating the run and linking it: look it up first.
+        found = tracker.search(f"tags.`{TAG_STUDY}` = '{study.study_name}' and "
+                               f"tags.`{TAG_TRIAL_ID}` = '{trial._trial_id}' and tags.`{TAG_ROLE}` = 'trial'")
+        if found:
+            run_id = found[0].info.run_id
+        else:
+            run_id = tracker.create_run(f"trial-{trial.number:03d}", tags={
+                TAG_ROLE: "trial", TAG_PARENT: study.user_attrs.get(ATTR_PARENT_RUN), TAG_STUDY: study.study_name,
+                TAG_TRIAL_NUMBER: trial.number, TAG_TRIAL_ID: trial._trial_id})
+        try:
+            study._storage.set_trial_user_attr(trial._trial_id, ATTR_RUN_ID, run_id)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            log.warning("trial %d finished without an MLflow run; run %s has its tags", trial.number, run_id)
+        return run_id
 
     def _interrupt(self, study, tracker, handler: StaleTrialHandler, specs: List[TrialSpec]) -> None:
         """Ctrl-C: open trials become FAIL (Optuna) / KILLED (MLflow) and are re-queued."""
@@ -440,7 +490,7 @@ class SweepLoop:
                 continue
             study._storage.set_trial_user_attr(frozen._trial_id, ATTR_FAIL_REASON, FAIL_INTERRUPTED)
             _tell(study, spec.optuna_trial, state=TrialState.FAIL)
-            self._close_run(tracker, study, None, "FAIL", FAIL_INTERRUPTED, run_id=spec.run_id)
+            self._close_run(tracker, study, frozen, "FAIL", FAIL_INTERRUPTED, run_id=spec.run_id)
             if self.max_retries > 0:
                 handler.retry(study, frozen)
         log.warning("interrupted: %d open trials marked FAIL/KILLED and re-queued; rerun the command to resume",

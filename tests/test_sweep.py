@@ -253,6 +253,39 @@ def test_ctrl_c_kills_open_runs_and_next_launch_resumes(tmp_path):
     assert_states_agree(study, client)
 
 
+def test_trial_whose_run_cannot_be_created_is_rerun(tmp_path):
+    """Trial runs are created in the background while the batch trains: if that fails, the trial
+    is not told COMPLETE without its results in MLflow; it goes stale, is failed and re-run."""
+    work = tmp_path / "work"
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    # sitecustomize runs at the sweep process's start-up: the first trial run's creation fails.
+    (hook / "sitecustomize.py").write_text(
+        "from mlflow.exceptions import MlflowException\n"
+        "import sweeps.tracking as tracking\n"
+        "original = tracking.Tracker.create_run\n"
+        "failed = []\n"
+        "def create_run(self, name, tags, params=None):\n"
+        "    if tags.get('linear_sweeps.role') == 'trial' and 'optuna.trial_state' in tags and not failed:\n"
+        "        failed.append(name)\n"
+        "        raise MlflowException('injected: cannot create run')\n"
+        "    return original(self, name, tags, params)\n"
+        "tracking.Tracker.create_run = create_run\n")
+    from sweep_helpers import REPO
+
+    run_sweep(work, "hydra.sweeper.n_trials=3", "hydra.sweeper.batch_size=3", "hydra.sweeper.grace_period=2",
+              env={"PYTHONPATH": f"{hook}{os.pathsep}{REPO}"})
+    study = load_study(work, EXPERIMENT)
+    states = sorted(t.state.name for t in study.trials)
+    assert states == ["COMPLETE", "COMPLETE", "COMPLETE", "FAIL"], states
+    failed = next(t for t in study.trials if t.state == TrialState.FAIL)
+    assert failed.params in [t.params for t in study.trials if t.state == TrialState.COMPLETE]  # re-run
+    runs = assert_states_agree(study, mlflow_client(work))
+    for t in study.trials:
+        if t.state == TrialState.COMPLETE:
+            assert "val_acc" in runs[t.user_attrs["mlflow_run_id"]].data.metrics
+
+
 def _free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
