@@ -220,10 +220,12 @@ def test_gpu_workers_script_pins_each_worker_to_its_gpu():
                              capture_output=True, text=True, timeout=30)
     assert failing.returncode == 3, "a failed worker must fail the container"
     # docker stop (SIGTERM) reaches every worker as SIGINT, the sweeper's clean interrupt.
-    code = ("import os, time\nprint('ready', flush=True)\ntry:\n    time.sleep(60)\nexcept KeyboardInterrupt:\n"
-            "    print('interrupted', os.environ['CUDA_VISIBLE_DEVICES'], flush=True)\n    raise SystemExit(130)")
+    # 'ready' is written inside the try (a SIGINT right after it must land in the handler); one
+    # os.write per line, so the two workers' lines cannot interleave (PYTHONUNBUFFERED splits print).
+    code = ("import os, time\ntry:\n    os.write(1, b'ready\\n')\n    time.sleep(60)\nexcept KeyboardInterrupt:\n"
+            "    os.write(1, f\"interrupted {os.environ['CUDA_VISIBLE_DEVICES']}\\n\".encode())\n    raise SystemExit(130)")
     proc = subprocess.Popen([script, sys.executable, "-c", code], env={**os.environ, "GPU_IDS": "0,1"},
-                            stdout=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     ready, seen = 0, []
     deadline = time.time() + 60
     while ready < 2 and time.time() < deadline:  # signal only once both workers handle SIGINT
@@ -232,8 +234,8 @@ def test_gpu_workers_script_pins_each_worker_to_its_gpu():
         ready += line.strip() == "ready"
     assert ready == 2, seen
     proc.send_signal(signal.SIGTERM)
-    out, _ = proc.communicate(timeout=30)
-    assert sorted(re.findall(r"interrupted (\d)", out)) == ["0", "1"] and proc.returncode == 130
+    out, err = proc.communicate(timeout=30)
+    assert sorted(re.findall(r"interrupted (\d)", out)) == ["0", "1"] and proc.returncode == 130, (out, err)
 
 
 def test_mlflow_auth_switch_refuses_to_start_without_its_secrets():
