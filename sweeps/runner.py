@@ -93,7 +93,7 @@ def run_trials(specs: Sequence[TrialSpec], tracker: Optional[Tracker], *, report
     The MLflow runs stay RUNNING: the caller ends them once Optuna has been told, so both
     stores agree. ``should_prune(optuna_trial)`` is asked at each validation check.
     ``devices``: where to train (default: from each config; every GPU of a multi-GPU machine).
-    ``executor``: record trials there (e.g. background threads) instead of before returning;
+    ``executor``: record trials there (e.g. a background thread) instead of before returning;
     each outcome's ``recorded`` future then tells when (and whether) its recording is done.
     """
     groups: Dict[str, List[int]] = {}
