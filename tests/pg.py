@@ -213,7 +213,7 @@ def mlflow_server_argv(backend_url: str, artifacts: Path, port: int, workers: in
 
 
 # The server's background job runner (huey consumers) is not needed and costs CPU on CI machines.
-MLFLOW_SERVER_ENV = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+MLFLOW_SERVER_ENV = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "MLFLOW_DISABLE_TELEMETRY": "true"}
 
 
 def start_mlflow_server(pg_server: PgServer, tmp: Path, port: Optional[int] = None) -> tuple[Service, str]:

@@ -1,4 +1,5 @@
 """Configs compose, the plugin is discovered, and bad values are refused with clear messages."""
+import os
 import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.plugins import Plugins
@@ -103,3 +104,23 @@ def test_config_found_in_installed_copy(tmp_path):
                          timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip() == str(target / "sweeps" / "conf")
+
+
+def test_importing_sweeps_turns_mlflow_telemetry_off_unless_asked():
+    """MLflow 3 starts telemetry threads at import that post usage events over the network."""
+    import subprocess
+    import sys
+
+    probe = ("import sweeps, mlflow\n"
+             "from mlflow.telemetry.client import get_telemetry_client\n"
+             "print(get_telemetry_client() is None)\n")
+    # Without the CI/pytest markers MLflow itself checks, so that only our default decides.
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("MLFLOW_DISABLE_TELEMETRY", "DO_NOT_TRACK", "CI", "PYTEST_CURRENT_TEST", "GITHUB_ACTIONS")}
+    off = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True)
+    assert off.stdout.strip() == "True", off.stderr[-2000:]
+    # An explicit choice wins (checked without starting a client: nothing may be sent).
+    probe_opt_in = "import os, sweeps\nprint(os.environ['MLFLOW_DISABLE_TELEMETRY'])\n"
+    on = subprocess.run([sys.executable, "-c", probe_opt_in], env={**env, "MLFLOW_DISABLE_TELEMETRY": "false"},
+                        capture_output=True, text=True, check=True)
+    assert on.stdout.strip() == "false"
