@@ -271,14 +271,19 @@ def e2e_runs(args, iters: int, peak_gflops: float) -> dict:
     """The end-to-end sweep, and with --e2e-bf16 the same sweep with bf16 matmuls beside it."""
     run = lambda *extra: e2e_section(args.e2e_trials, iters, args.e2e_sampler, args.archive, peak_gflops,
                                      [*args.e2e_override, *extra])
-    result = run()
-    if args.e2e_bf16:
-        bf16 = run("model.matmul_dtype=bfloat16")
-        result["bfloat16"] = bf16
-        print(f"\n[end to end] float32 {result['wall_seconds']:.1f} s vs bf16 matmuls {bf16['wall_seconds']:.1f} s "
-              f"({result['wall_seconds'] / bf16['wall_seconds']:.2f}x); training {result['studies_split']['train_seconds']:.1f} s vs "
-              f"{bf16['studies_split']['train_seconds']:.1f} s; best val " + ", ".join(
-                  f"{name}: {acc:.4f} vs {bf16['best_val_acc'][name]:.4f}" for name, acc in result["best_val_acc"].items()))
+    if not args.e2e_bf16:
+        from sweeps.data import cpu_has_native_bf16
+
+        print(f"\n[end to end] default model.matmul_dtype=auto: "
+              f"{'bfloat16' if cpu_has_native_bf16() else 'float32'} matmuls on this CPU")
+        return run()
+    result = run("model.matmul_dtype=null")
+    bf16 = run("model.matmul_dtype=bfloat16")
+    result["bfloat16"] = bf16
+    print(f"\n[end to end] float32 {result['wall_seconds']:.1f} s vs bf16 matmuls {bf16['wall_seconds']:.1f} s "
+          f"({result['wall_seconds'] / bf16['wall_seconds']:.2f}x); training {result['studies_split']['train_seconds']:.1f} s vs "
+          f"{bf16['studies_split']['train_seconds']:.1f} s; best val " + ", ".join(
+              f"{name}: {acc:.4f} vs {bf16['best_val_acc'][name]:.4f}" for name, acc in result["best_val_acc"].items()))
     return result
 
 
@@ -304,7 +309,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--e2e-override", action="append", default=[], metavar="KEY=VALUE",
                         help="extra override for the end-to-end sweep, e.g. seed=1 (repeatable)")
     parser.add_argument("--e2e-bf16", action="store_true",
-                        help="run the end-to-end sweep twice, float32 and model.matmul_dtype=bfloat16, side by side")
+                        help="run the end-to-end sweep twice, model.matmul_dtype=null (float32) and bfloat16, side by side "
+                             "(without it: once, with the default matmul_dtype=auto)")
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     args = parser.parse_args(argv)
     iters = args.iters or (150 if args.quick else 1500)

@@ -54,7 +54,9 @@ class BatchedResult:
     after a trial stopped. iterations: iterations each trial ran. status: "completed",
     "diverged" or "pruned" per trial. val_steps / val_history: check points and (E, K)
     validation accuracies there (NaN where a trial was no longer training). diverged_loss:
-    the non-finite loss per diverged trial.
+    the non-finite loss per diverged trial. val_predictions: (K, N_val) int64 predicted
+    validation labels at each trial's last check point (its final weights; -1 for a diverged
+    trial), when validation data was given.
     """
 
     W: torch.Tensor
@@ -64,6 +66,7 @@ class BatchedResult:
     val_steps: list = field(default_factory=list)
     val_history: Optional[torch.Tensor] = None
     diverged_loss: dict = field(default_factory=dict)
+    val_predictions: Optional[torch.Tensor] = None
 
     def trial_loss_history(self, k: int) -> torch.Tensor:
         """Loss curve of trial k, (iterations[k],)."""
@@ -184,6 +187,7 @@ def train_linear_classifiers_batched(
     diverged_loss: dict = {}
 
     do_eval = X_val is not None and y_val is not None and X_val.shape[0] > 0
+    val_predictions = torch.full((K, X_val.shape[0]), -1, dtype=torch.long, device=device) if do_eval else None
     checkpoints = set(iters)
     if eval_every:
         checkpoints.update(range(eval_every, T, eval_every))
@@ -228,7 +232,9 @@ def train_linear_classifiers_batched(
         # Check point: the only place that reads device values back.
         alive_host = alive.tolist()
         bad_host = first_bad.tolist()
-        val_host = batched_accuracy(W_act, X_val, y_val, matmul_dtype=matmul_dtype).tolist() if do_eval else None
+        if do_eval:  # predictions, not only accuracies: a leaving trial keeps its own
+            val_pred = batched_predict(W_act, X_val, matmul_dtype=matmul_dtype)  # (N_val, len(active))
+            val_host = (val_pred == y_val[:, None]).sum(dim=0).double().div_(max(X_val.shape[0], 1)).tolist()
         remove = set()
         for j, k in enumerate(active):
             if not alive_host[j]:
@@ -262,6 +268,8 @@ def train_linear_classifiers_batched(
             for j in sorted(remove):
                 k = active[j]
                 W_out[k] = W_act[:, j, :]
+                if do_eval:
+                    val_predictions[k] = val_pred[:, j] if status[k] != DIVERGED else -1
                 loss_history[: stopped[k], k] = hist_act[: stopped[k], j]
             keep = [j for j in range(len(active)) if j not in remove]
             if not keep:
@@ -278,4 +286,5 @@ def train_linear_classifiers_batched(
 
     val_history = torch.stack(val_rows) if val_rows else None
     return BatchedResult(W=W_out, loss_history=loss_history, iterations=stopped, status=status,
-                         val_steps=val_steps, val_history=val_history, diverged_loss=diverged_loss)
+                         val_steps=val_steps, val_history=val_history, diverged_loss=diverged_loss,
+                         val_predictions=val_predictions)

@@ -14,7 +14,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig
 
 DTYPES = ("float32", "float64")
-MATMUL_DTYPES = (None, "bfloat16", "float16", "float32", "float64")
+MATMUL_DTYPES = (None, "auto", "bfloat16", "float16", "float32", "float64")
 LR_DECAYS = ("none", "step", "cosine")
 DEVICES = ("auto", "cpu", "cuda")
 DATASETS = ("cifar10", "image_folder")
@@ -35,7 +35,7 @@ class ModelConfig:
     lr_decay: str = "none"  # none | step | cosine
     lr_decay_every: Optional[int] = None  # step decay period (default: num_iters / 3)
     lr_decay_gamma: float = 0.5  # step decay factor
-    matmul_dtype: Optional[str] = None  # e.g. bfloat16 for the two matmuls of each step
+    matmul_dtype: Optional[str] = "auto"  # auto | null | bfloat16 ...: precision of the two matmuls of each step
 
 
 @dataclass

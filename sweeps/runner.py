@@ -23,7 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 
 import linear_models as lm
 
-from .data import load_data, matmul_dtype, resolve_device
+from .data import load_data, matmul_dtype, matmul_dtype_name, resolve_device
 from .render import confusion_matrix, confusion_matrix_image, line_plot
 from .tracking import Tracker
 
@@ -81,7 +81,7 @@ def trial_params(cfg: DictConfig, device: torch.device) -> Dict[str, Any]:
         "batch_size": m.batch_size, "dtype": m.dtype, "device": str(device), "dataset": cfg.dataset.name,
         "seed": cfg.seed, "init_scale": m.init_scale, "lr_decay": m.lr_decay,
         "lr_decay_every": m.lr_decay_every, "lr_decay_gamma": m.lr_decay_gamma, "eval_every": cfg.eval_every,
-        "matmul_dtype": m.matmul_dtype, "validation_ratio": cfg.dataset.validation_ratio,
+        "matmul_dtype": matmul_dtype_name(m, device), "validation_ratio": cfg.dataset.validation_ratio,
     }
 
 
@@ -162,7 +162,7 @@ def _run_group(specs: List[TrialSpec], device: torch.device, tracker: Optional[T
     train_hist: List[Dict[int, float]] = [dict() for _ in specs]
 
     # Scores for accuracies use the training matmuls' precision too (bf16: half the time).
-    mm_dtype = matmul_dtype(cfg.model)
+    mm_dtype = matmul_dtype(cfg.model, device)
 
     def on_check(progress: lm.BatchedProgress):
         if not progress.active:
@@ -193,7 +193,7 @@ def _run_group(specs: List[TrialSpec], device: torch.device, tracker: Optional[T
         matmul_dtype=mm_dtype, callback=on_check)
     W_all = result.W.permute(1, 0, 2)  # (D, K, C)
     final_train = lm.batched_accuracy(W_all, X, y, matmul_dtype=mm_dtype).tolist()
-    val_scores_pred = lm.batched_predict(W_all, X_val, matmul_dtype=mm_dtype).cpu().numpy() if X_val.shape[0] else None
+    val_pred = result.val_predictions.cpu().numpy() if result.val_predictions is not None else None  # (K, N_val)
     test_all = cfg.tracking.test_eval == "all"
     final_test = (lm.batched_accuracy(W_all, data["X_test"], data["y_test"], matmul_dtype=mm_dtype).tolist()
                   if test_all else None)
@@ -217,7 +217,7 @@ def _run_group(specs: List[TrialSpec], device: torch.device, tracker: Optional[T
         # With an executor the run may still be being created there: its job runs first.
         if tracker is not None and (spec.run_id is not None or executor is not None):
             args = (tracker, spec, out, loss_history[:iters_run, k], train_hist[k], data,
-                    val_scores_pred[:, k] if val_scores_pred is not None else None, K)
+                    val_pred[k] if val_pred is not None else None, K)
             if executor is None:
                 _record_trial(*args)
             else:

@@ -240,6 +240,25 @@ def remaining_budget(study: optuna.Study, n_trials: int) -> int:
     return max(0, n_trials - len(counted_trials(study.get_trials(deepcopy=False))))
 
 
+def ask_new_trial(study: optuna.Study, fixed_distributions: Dict[str, Any]) -> optuna.Trial:
+    """``study.ask(fixed_distributions)`` for a caller that knows no trial is WAITING.
+
+    Every ``ask()`` first scans the storage for WAITING trials, and the cached storage rereads
+    every unfinished trial to do so: asking a batch of k trials one by one reads O(k^2) rows
+    (about half of a 50-trial ask on SQLite). The sweep checks the queue once per batch (under
+    the study lock) and creates the rest here, exactly as ``ask()`` does after finding no
+    WAITING trial. Falls back to ``ask()`` if Optuna's internals differ.
+    """
+    local = getattr(study, "_thread_local", None)
+    if local is None or not hasattr(local, "cached_all_trials") or not hasattr(optuna.Trial, "_suggest"):
+        return study.ask(fixed_distributions=fixed_distributions)
+    local.cached_all_trials = None  # as ask(): the sampler sees the trials asked before this one
+    trial = optuna.Trial(study, study._storage.create_new_trial(study._study_id))
+    for name, distribution in fixed_distributions.items():
+        trial._suggest(name, distribution)
+    return trial
+
+
 def askable(study: optuna.Study, n_trials: int) -> int:
     """How many trials a worker may ask now: the budget left plus the re-queued (WAITING)
     trials, which the budget counts already but someone still has to run (ask pops them first)."""

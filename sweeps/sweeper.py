@@ -35,6 +35,7 @@ from .study import (
     SAMPLERS,
     Heartbeat,
     StaleTrialHandler,
+    ask_new_trial,
     askable,
     check_sampler_space,
     counted_trials,
@@ -231,7 +232,7 @@ class SweepLoop:
                 study.set_user_attr(ATTR_PARENT_RUN, parent_id)
                 study.set_user_attr(ATTR_EXPERIMENT, tracker.experiment_id)
             else:
-                tracker.reopen_run(parent_id)
+                self._reopen_parent(study, tracker, parent_id)
             self._reconcile(study, tracker)
 
         log.info("study %s: %d/%d trials done, storage %s, tracking %s (experiment %s)", study_name,
@@ -307,15 +308,19 @@ class SweepLoop:
                         fail_stale_trials(study)
                     k = min(k_max, askable(study, n_trials))
                     asked = []
-                    # Under the lock no one else adds trials: the next new trial's number is known.
-                    next_number = len(study.get_trials(deepcopy=False)) if k else 0
-                    for _ in range(k):
+                    # Under the lock no one else adds or pops trials: the next new trial's number,
+                    # and how many re-queued (WAITING) trials ask() will pop first, are known.
+                    trials_now = study.get_trials(deepcopy=False) if k else []
+                    next_number = len(trials_now)
+                    waiting = sum(t.state == TrialState.WAITING for t in trials_now)
+                    for i in range(k):
                         if self.sampler_name in RESEEDED_SAMPLERS:
                             # Seeded by (seed, trial number): a relaunch or a second worker
                             # never replays the random draws of an earlier one.
                             study.sampler = make_sampler(self.sampler_name, _trial_seed(seed, next_number),
                                                          plan.search_space, self.sampler_kwargs)
-                        asked.append(study.ask(fixed_distributions=plan.search_space))
+                        asked.append(study.ask(fixed_distributions=plan.search_space) if i < waiting
+                                     else ask_new_trial(study, plan.search_space))
                         if asked[-1].number >= next_number:  # a new trial, not a re-queued (WAITING) one
                             next_number = asked[-1].number + 1
                     heartbeat.add([t._trial_id for t in asked])
@@ -417,6 +422,23 @@ class SweepLoop:
                     log.exception("could not create the MLflow run of trial %d", spec.number)
 
         return specs, create_runs
+
+    def _reopen_parent(self, study, tracker: Tracker, parent_id: str) -> None:
+        """Reopen the study's MLflow parent run; a clear error if the tracking store lacks it."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            tracker.reopen_run(parent_id)
+        except MlflowException as e:
+            if e.error_code != "RESOURCE_DOES_NOT_EXIST":
+                raise
+            raise SweepError(
+                f"study {study.study_name!r} in the Optuna storage {redact_url(self.storage_url)} records its "
+                f"trials in MLflow run {parent_id}, which the tracking store {redact_url(tracker.uri)} does not "
+                f"have: the two stores are out of sync (was the MLflow store deleted, or MLFLOW_TRACKING_URI / "
+                f"tracking.uri changed?). Point tracking.uri at the store this study started with, or start "
+                f"a new study: hydra.sweeper.study_name=<new name>, or delete this one from the Optuna "
+                f"storage.") from None
 
     @staticmethod
     def _create_trial_run(study, tracker: Tracker, spec: TrialSpec, name: str, tags: Dict[str, Any],
@@ -561,7 +583,7 @@ class SweepLoop:
         import linear_models as lm
 
         W = W.to(device, data["X_test"].dtype).unsqueeze(1)  # (D, 1, C); scored like the trials' evaluations
-        acc = float(lm.batched_accuracy(W, data["X_test"], data["y_test"], matmul_dtype=matmul_dtype(base.model))[0])
+        acc = float(lm.batched_accuracy(W, data["X_test"], data["y_test"], matmul_dtype=matmul_dtype(base.model, device))[0])
         tracker.log_metrics(run_id, {"test_acc": acc}, step=int(run.data.metrics.get("iterations", 0)))
         tracker.set_tags(run_id, {"test_acc_of": "best trial of its study (selected by val_acc)"})
         return acc

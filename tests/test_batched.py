@@ -118,6 +118,23 @@ def test_callback_prunes_trials():
     assert torch.isnan(res.loss_history[20:, 1]).all()
 
 
+def test_val_predictions_are_each_trials_final_ones():
+    """Kept from each trial's last check point (pruned, diverged or done), no second pass needed."""
+    X, y = blobs(N=240, D=12, C=5)
+    X_val, y_val = X[:80] * 100, y[:80]
+    res = lm.train_linear_classifiers_batched(
+        "softmax", X * 100, y, [1e-3, 1e30, 1e-3, 1e-2], [1e-3, 1e3, 0.0, 0.0], [60, 60, 60, 40], 16,
+        seed=0, X_val=X_val, y_val=y_val, eval_every=20, callback=lambda p: [2] if p.step == 20 else None)
+    assert res.status == ["completed", "diverged", "pruned", "completed"]
+    assert res.val_predictions.shape == (4, 80) and res.val_predictions.dtype == torch.long
+    assert (res.val_predictions[1] == -1).all()
+    for k in (0, 2, 3):
+        expected = lm.batched_predict(res.W[k].unsqueeze(1), X_val)[:, 0]
+        assert torch.equal(res.val_predictions[k], expected)
+        last = res.val_steps.index(res.iterations[k])
+        assert res.val_history[last, k].item() == (expected == y_val).double().mean().item()
+
+
 def test_independent_batches_and_seed_reproducibility():
     X, y = blobs(N=200, D=12, C=5)
     a = lm.train_linear_classifiers_batched("svm", X, y, [1e-2, 1e-2], [1e-3, 1e-3], 30, 16, seed=1, shared_batches=False)

@@ -68,6 +68,7 @@ def test_wrong_type_or_unknown_key_fails_at_composition(override):
     ("device=cuda", r"device.type must be 'cpu' or 'auto' on a machine without CUDA, got 'cuda'"),
     ("dataset.validation_ratio=1.0", r"dataset.validation_ratio must be in \[0, 1\), got 1.0"),
     ("eval_every=0", r"eval_every must be an integer >= 1, got 0"),
+    ("model.matmul_dtype=int8", r"model.matmul_dtype must be null or one of \['auto', 'bfloat16', .*\], got 'int8'"),
 ])
 def test_bad_values_are_named(override, message, tmp_path):
     import torch
@@ -124,3 +125,33 @@ def test_importing_sweeps_turns_mlflow_telemetry_off_unless_asked():
     on = subprocess.run([sys.executable, "-c", probe_opt_in], env={**env, "MLFLOW_DISABLE_TELEMETRY": "false"},
                         capture_output=True, text=True, check=True)
     assert on.stdout.strip() == "false"
+
+
+def test_matmul_dtype_auto_is_bf16_only_where_the_hardware_has_it(monkeypatch):
+    import torch
+
+    from sweeps import data
+
+    cfg = _compose()
+    assert cfg.model.matmul_dtype == "auto"
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    for native in (True, False):
+        monkeypatch.setattr(data, "cpu_has_native_bf16", lambda: native)
+        assert data.matmul_dtype(cfg.model, cpu) == (torch.bfloat16 if native else None)
+        assert data.matmul_dtype_name(cfg.model, cpu) == ("bfloat16" if native else None)
+        assert data.matmul_dtype(cfg.model, cuda) is None  # launch-bound there: no conversion kernels
+    monkeypatch.setattr(data, "cpu_has_native_bf16", lambda: True)
+    assert data.matmul_dtype(_compose("model.dtype=float64").model, cpu) is None  # float64 asked: kept exact
+    assert data.matmul_dtype(_compose("model.matmul_dtype=null").model, cpu) is None
+    assert data.matmul_dtype(_compose("model.matmul_dtype=bfloat16").model, cuda) == torch.bfloat16
+
+
+def test_cpu_bf16_detection_reads_the_cpu_flags():
+    from sweeps.data import cpu_has_native_bf16
+
+    try:
+        flags = next(line for line in open("/proc/cpuinfo") if line.startswith("flags")).split()
+    except (OSError, StopIteration):
+        assert cpu_has_native_bf16() is False
+        return
+    assert cpu_has_native_bf16() == bool({"avx512_bf16", "amx_bf16"} & set(flags))

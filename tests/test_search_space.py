@@ -73,3 +73,29 @@ def test_sampler_options_nested_per_sampler():
     kwargs = {"tpe": {"multivariate": True}, "grid": {"x": 1}, "n_startup_trials": 5}
     assert sampler_options("tpe", kwargs) == {"multivariate": True, "n_startup_trials": 5}
     assert sampler_options("random", {"tpe": {"multivariate": True}}) == {}
+
+
+@pytest.mark.parametrize("sampler", ["random", "tpe"])
+def test_ask_new_trial_asks_what_study_ask_would(sampler, tmp_path):
+    """The batch asker skips ask()'s WAITING-queue scan and must otherwise be ask() itself."""
+    import optuna
+
+    from sweeps.study import ask_new_trial, make_sampler
+
+    space = {"model.learning_rate": optuna.distributions.FloatDistribution(1e-7, 1e-1, log=True),
+             "model.reg": optuna.distributions.FloatDistribution(1e-6, 1e3, log=True)}
+    asked = {}
+    for how in ("ask", "ask_new_trial"):
+        storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / how}.db")
+        study = optuna.create_study(storage=storage, direction="maximize",
+                                    sampler=make_sampler(sampler, 3, space, {"n_startup_trials": 4}
+                                                         if sampler == "tpe" else {}))
+        for i in range(6):  # a finished history, so TPE samples from its model (constant liar on)
+            trial = study.ask(fixed_distributions=space)
+            study.tell(trial, 0.1 * i)
+        batch = [study.ask(fixed_distributions=space) if how == "ask" else ask_new_trial(study, space)
+                 for _ in range(5)]
+        assert [t.number for t in batch] == list(range(6, 11))
+        assert all(t.state == optuna.trial.TrialState.RUNNING for t in study.get_trials()[6:])
+        asked[how] = [dict(study.get_trials()[t.number].params) for t in batch]
+    assert asked["ask_new_trial"] == asked["ask"]

@@ -125,6 +125,19 @@ def test_resume_runs_only_missing_trials(tmp_path):
     assert len(load_study(work, EXPERIMENT).trials) == 5
 
 
+def test_study_whose_tracking_store_was_deleted_is_refused_clearly(tmp_path):
+    work = tmp_path / "work"
+    run_sweep(work, "hydra.sweeper.n_trials=2")
+    for f in work.glob("mlflow.db*"):
+        f.unlink()  # the Optuna study stays, its MLflow runs are gone
+    proc = run_sweep(work, "hydra.sweeper.n_trials=4", check=False)
+    assert proc.returncode != 0
+    assert "the two stores are out of sync" in proc.stderr and "hydra.sweeper.study_name" in proc.stderr, proc.stderr[-3000:]
+    assert len(load_study(work, EXPERIMENT).trials) == 2  # nothing asked, nothing lost
+    client = mlflow_client(work)
+    assert not client.search_runs([e.experiment_id for e in client.search_experiments()])  # no run created
+
+
 def test_divergent_trial_fails_and_sweep_goes_on(tmp_path):
     work = tmp_path / "work"
     run_sweep(work, "hydra.sweeper.sampler=grid", "hydra.sweeper.n_trials=2",
