@@ -300,19 +300,45 @@ class Heartbeat:
             self._trial_ids.difference_update(trial_ids)
 
     def _beat(self, trial_ids) -> None:
-        if not self._enabled:
+        if not self._enabled or not trial_ids:
             return
-        for tid in list(trial_ids):
-            try:
-                self._storage.record_heartbeat(tid)
-            except Exception as e:  # a missed beat is retried next interval
-                log.debug("heartbeat for trial %s failed: %s", tid, e)
+        try:
+            _record_heartbeats(self._storage, list(trial_ids))
+        except Exception as e:  # a missed beat is retried next interval
+            log.debug("heartbeat for trials %s failed: %s", sorted(trial_ids), e)
 
     def _run(self) -> None:
         while not self._stop.wait(self._interval):
             with self._lock:
                 ids = list(self._trial_ids)
             self._beat(ids)
+
+
+def _record_heartbeats(storage: optuna.storages.RDBStorage, trial_ids: List[int]) -> None:
+    """``storage.record_heartbeat`` for many trials in one transaction.
+
+    Optuna's own call is one ORM session and commit per trial: for a batch of 50 running
+    trials, about 0.2 s of CPU per beat, taken from training on a small machine. The rows
+    and the database-side timestamp are the ones Optuna writes and its stale check reads.
+    """
+    import sqlalchemy as sa
+
+    try:
+        from optuna.storages._rdb.models import TrialHeartbeatModel
+
+        table, engine = TrialHeartbeatModel.__table__, storage.engine
+    except (ImportError, AttributeError):  # other Optuna internals: one trial at a time
+        for tid in trial_ids:
+            storage.record_heartbeat(tid)
+        return
+    with engine.begin() as conn:
+        now = conn.execute(sa.select(sa.func.now())).scalar()
+        have = set(conn.execute(sa.select(table.c.trial_id).where(table.c.trial_id.in_(trial_ids))).scalars())
+        if have:
+            conn.execute(table.update().where(table.c.trial_id.in_(have)).values(heartbeat=now))
+        new = [tid for tid in trial_ids if tid not in have]
+        if new:
+            conn.execute(table.insert(), [{"trial_id": tid, "heartbeat": now} for tid in new])
 
 
 def check_sampler_space(sampler: str, search_space) -> None:

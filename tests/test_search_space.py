@@ -99,3 +99,23 @@ def test_ask_new_trial_asks_what_study_ask_would(sampler, tmp_path):
         assert all(t.state == optuna.trial.TrialState.RUNNING for t in study.get_trials()[6:])
         asked[how] = [dict(study.get_trials()[t.number].params) for t in batch]
     assert asked["ask_new_trial"] == asked["ask"]
+
+
+def test_batched_heartbeats_keep_trials_alive_in_optunas_own_stale_check(tmp_path):
+    """One transaction beats many trials; Optuna's stale check must read them as its own beats."""
+    import time
+
+    import optuna
+
+    from sweeps.study import Heartbeat
+
+    storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'hb.db'}", heartbeat_interval=1, grace_period=1)
+    study = optuna.create_study(storage=storage)
+    kept, dead = study.ask(), study.ask()
+    beats = Heartbeat(storage, interval=1)  # not entered: no background thread, beats on add()
+    beats.add([kept._trial_id, dead._trial_id])  # first beat: inserts both rows
+    time.sleep(2.2)
+    beats.add([kept._trial_id])  # second beat: updates one row
+    optuna.storages.fail_stale_trials(study)
+    states = {t.number: t.state for t in study.get_trials()}
+    assert states == {kept.number: optuna.trial.TrialState.RUNNING, dead.number: optuna.trial.TrialState.FAIL}
