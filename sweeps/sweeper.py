@@ -14,7 +14,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 import sys
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import optuna
 import torch
@@ -241,6 +241,7 @@ class SweepLoop:
         k_max = self._auto_batch(base)
         report = self.pruner_name != "none"
         best_weights: Dict[int, torch.Tensor] = {}
+        local_best = [float("nan")]  # val_acc of the trial in best_weights
         progress = _Progress(study_name, n_trials, n_trials - remaining_budget(study, n_trials), self.progress_bar,
                              position)
         # train: stacked-model training; tracking: per-trial metrics and artifacts; bookkeeping:
@@ -274,10 +275,12 @@ class SweepLoop:
             timing["train_seconds"] += out.seconds
             timing["tracking_seconds"] += out.tracking_seconds
             timing["bookkeeping_seconds"] += time.perf_counter() - t0
-            if out.status == COMPLETED and out.weights is not None:
-                best_weights[spec.number] = out.weights
-                _keep_best(best_weights, study)
-            progress.update(1, _best_value(study))
+            if state == TrialState.COMPLETE and out.weights is not None and (
+                    not best_weights or self._better(out.val_acc, local_best[0])):
+                # Only this worker's best trial's weights stay in memory (for the final test).
+                best_weights.clear()
+                best_weights[spec.number], local_best[0] = out.weights, out.val_acc
+            progress.update(1, lambda: _best_value(study))
 
         def timed_bookkeeping(job) -> None:
             t0 = time.perf_counter()
@@ -345,7 +348,7 @@ class SweepLoop:
                         mine.discard(spec.optuna_trial._trial_id)
                         counts["ran"] += 1
                         counts["failed"] += 1
-                        progress.update(1, _best_value(study))
+                        progress.update(1, lambda: _best_value(study))
                 runnable = [s for s in specs if s.cfg is not None]
                 outcomes = run_trials(runnable, tracker, report_intermediate=report,
                                       should_prune=lambda t: t.should_prune(), executor=finisher)
@@ -422,6 +425,9 @@ class SweepLoop:
                     log.exception("could not create the MLflow run of trial %d", spec.number)
 
         return specs, create_runs
+
+    def _better(self, value: float, than: float) -> bool:
+        return value > than if self.direction == "maximize" else value < than
 
     def _reopen_parent(self, study, tracker: Tracker, parent_id: str) -> None:
         """Reopen the study's MLflow parent run; a clear error if the tracking store lacks it."""
@@ -604,6 +610,7 @@ class _Progress:
 
     def __init__(self, name: str, total: int, done: int, enabled: Optional[bool], position: int = 0):
         self.name, self.total, self.done = name, total, done
+        self._shown_at = -math.inf
         use_bar = sys.stderr.isatty() if enabled is None else enabled
         self.bar = None
         if use_bar:
@@ -612,8 +619,16 @@ class _Progress:
             # One line per study: a study's last trials are recorded while the next one trains.
             self.bar = tqdm(total=total, initial=done, desc=name, unit="trial", dynamic_ncols=True, position=position)
 
-    def update(self, n: int, best: Optional[float]) -> None:
+    def update(self, n: int, best_value: Callable[[], Optional[float]]) -> None:
+        """``best_value()`` (a storage query) is asked at most once a second, and at the end."""
         self.done += n
+        now = time.monotonic()
+        if self.done < self.total and now - self._shown_at < 1.0:
+            if self.bar is not None:
+                self.bar.update(n)
+            return
+        self._shown_at = now
+        best = best_value()
         if self.bar is not None:
             self.bar.update(n)
             if best is not None:
@@ -632,16 +647,6 @@ def _best_value(study) -> Optional[float]:
         return study.best_value
     except ValueError:
         return None
-
-
-def _keep_best(weights: Dict[int, torch.Tensor], study) -> None:
-    """Keep only the weights of this worker's best trial in memory."""
-    try:
-        best = study.best_trial.number
-    except ValueError:
-        return
-    for number in [n for n in weights if n != best]:
-        del weights[number]
 
 
 def _tell(study, trial, *args, **kwargs) -> None:
