@@ -36,7 +36,7 @@ def matmul_dtype(model_cfg: DictConfig, device: torch.device) -> Optional[torch.
 
     ``auto`` picks bfloat16 where the hardware multiplies it natively and float32 weights are
     trained (CPUs with AVX512-BF16 or AMX: the two matmuls run about 2.4x faster, with the same
-    best accuracies, see docs/batched.md), else None. float64 runs and CUDA get None: on a GPU
+    best accuracies, see docs/batched-trials.md), else None. float64 runs and CUDA get None: on a GPU
     these small matmuls are launch-bound, and bf16 would add conversion kernels.
     """
     name = model_cfg.matmul_dtype
