@@ -241,7 +241,7 @@ class SweepLoop:
         k_max = self._auto_batch(base)
         report = self.pruner_name != "none"
         best_weights: Dict[int, torch.Tensor] = {}
-        local_best = [float("nan")]  # val_acc of the trial in best_weights
+        best_val = math.nan  # val_acc of the trial in best_weights
         progress = _Progress(study_name, n_trials, n_trials - remaining_budget(study, n_trials), self.progress_bar,
                              position)
         # train: stacked-model training; tracking: per-trial metrics and artifacts; bookkeeping:
@@ -260,6 +260,7 @@ class SweepLoop:
         wait_for_tells = self.sampler_name in MODEL_BASED_SAMPLERS
 
         def finish(spec: TrialSpec, out, heartbeat: Heartbeat) -> None:
+            nonlocal best_val
             t0 = time.perf_counter()
             try:
                 if out.recorded is not None:
@@ -276,10 +277,10 @@ class SweepLoop:
             timing["tracking_seconds"] += out.tracking_seconds
             timing["bookkeeping_seconds"] += time.perf_counter() - t0
             if state == TrialState.COMPLETE and out.weights is not None and (
-                    not best_weights or self._better(out.val_acc, local_best[0])):
+                    not best_weights or self._better(out.val_acc, best_val)):
                 # Only this worker's best trial's weights stay in memory (for the final test).
                 best_weights.clear()
-                best_weights[spec.number], local_best[0] = out.weights, out.val_acc
+                best_weights[spec.number], best_val = out.weights, out.val_acc
             progress.update(1, lambda: _best_value(study))
 
         def timed_bookkeeping(job) -> None:
@@ -622,15 +623,14 @@ class _Progress:
     def update(self, n: int, best_value: Callable[[], Optional[float]]) -> None:
         """``best_value()`` (a storage query) is asked at most once a second, and at the end."""
         self.done += n
+        if self.bar is not None:
+            self.bar.update(n)
         now = time.monotonic()
         if self.done < self.total and now - self._shown_at < 1.0:
-            if self.bar is not None:
-                self.bar.update(n)
             return
         self._shown_at = now
         best = best_value()
         if self.bar is not None:
-            self.bar.update(n)
             if best is not None:
                 self.bar.set_postfix(best_val_acc=f"{best:.4f}")
         else:
