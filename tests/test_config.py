@@ -155,3 +155,42 @@ def test_cpu_bf16_detection_reads_the_cpu_flags():
         assert cpu_has_native_bf16() is False
         return
     assert cpu_has_native_bf16() == bool({"avx512_bf16", "amx_bf16"} & set(flags))
+
+
+def test_prefetch_loads_the_launch_data_once_for_the_study(tmp_path):
+    from imagegen import make_image_tree
+
+    from sweeps import data
+
+    root = make_image_tree(tmp_path / "tree", train_per_class=6, test_per_class=2)
+    cfg = _compose("dataset=image_folder", f"dataset.root={root}", "device=cpu", "dataset.cache_dir=false")
+    overrides = ["loss=svm,softmax", f"dataset.root={root}"]  # an outer grid over losses: same data
+    thread = data.prefetch_data(cfg, overrides)
+    assert thread is not None
+    thread.join(timeout=60)
+    key = (data.dataset_key(cfg.dataset), cfg.model.dtype, "cpu")
+    prefetched = data._CACHE[key]
+    assert data.load_data(cfg.dataset, cfg.model.dtype, data.resolve_device("cpu")) is prefetched  # reused
+
+
+@pytest.mark.parametrize("overrides", [["dataset=cifar10,image_folder"], ["model.dtype=float32,float64"],
+                                       ["device=cpu,auto"], ["+dataset.num_train=10,20"]])
+def test_prefetch_skips_launches_that_sweep_the_data(tmp_path, overrides):
+    from sweeps import data
+
+    cfg = _compose("dataset=image_folder", f"dataset.root={tmp_path}", "device=cpu")
+    assert data.prefetch_data(cfg, overrides) is None
+
+
+def test_prefetch_skips_an_invalid_config_and_never_downloads(tmp_path, monkeypatch):
+    import urllib.request
+
+    from sweeps import data
+
+    monkeypatch.setattr(urllib.request, "urlopen", lambda *a, **k: pytest.fail("prefetch tried a download"))
+    assert data.prefetch_data(_compose("model.learning_rate=-1", "device=cpu")) is None
+    missing = _compose(f"dataset.root={tmp_path / 'none'}", "device=cpu", "dataset.download=true")
+    thread = data.prefetch_data(missing)  # valid config, files absent: the thread gives up quietly
+    assert thread is not None
+    thread.join(timeout=60)
+    assert not any(k[0] == data.dataset_key(missing.dataset) for k in data._CACHE)

@@ -3,18 +3,24 @@ from typing import Any, List, Optional
 
 from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from .config import LinearOptunaSweeperConf  # noqa: F401  (registers the config)
 
 
 class LinearOptunaSweeper(Sweeper):
     def __init__(self, **options: Any) -> None:
-        from sweeps.sweeper import SweepLoop  # heavy imports (torch, optuna, mlflow) happen here
-
-        self._loop = SweepLoop(**options)
+        self._options = options
+        self._loop = None
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
+        from sweeps.data import prefetch_data  # torch and linear_models only
+
+        # The dataset decodes (mostly outside the GIL) while MLflow and Optuna import.
+        prefetch_data(config, OmegaConf.select(config, "hydra.overrides.task", default=None) or ())
+        from sweeps.sweeper import SweepLoop  # heavy imports (optuna, mlflow) happen here
+
+        self._loop = SweepLoop(**self._options)
         self._loop.setup(hydra_context=hydra_context, task_function=task_function, config=config)
 
     def sweep(self, arguments: List[str]) -> Optional[Any]:
