@@ -3,7 +3,6 @@ with their tags, figures are valid images, selection works and errors are clear 
 import math
 import re
 import statistics
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -236,7 +235,7 @@ def test_select_by_experiment(uri, client, tmp_path):
 @slow
 @pytest.mark.parametrize("args, message", [
     (["--experiment", "no-such-experiment"], f"unknown experiment 'no-such-experiment'; experiments in this store: .*{EXPERIMENT}"),
-    (["--study", "no-such-study"], rf"empty selection: .*studies=\['no-such-study'\].*studies there: .*loss=svm\] \(4 trials\)"),
+    (["--study", "no-such-study"], r"empty selection: .*studies=\['no-such-study'\].*studies there: .*loss=svm\] \(4 trials\)"),
     (["--experiment", EXPERIMENT, "--tag", "sampler=grid"], r"empty selection: .*tags=\{sampler=grid\}"),
     (["--tag", "sampler"], "--tag must be KEY=VALUE"),
     (["--group-by", "colour"], "--group-by colour: not a param"),
