@@ -255,7 +255,9 @@ def e2e_section(trials: int, iters: int, sampler: str, archive: Path, peak_gflop
     # Studies overlap (one records while the next trains): place them on the launch's time line.
     startup = min(s_["this_launch"]["started_at"] for s_ in studies) - start_at
     last_report_end = max(s_["this_launch"]["ended_at"] for s_ in studies) - start_at
-    result.update(startup_seconds=startup, exit_seconds=wall - last_report_end)
+    last_trained = max(s_["this_launch"]["trained_at"] for s_ in studies) - start_at
+    result.update(startup_seconds=startup, exit_seconds=wall - last_report_end,
+                  after_training_seconds=wall - last_trained)
     print(f"\n[end to end] {2 * trials} trials ({trials} svm + {trials} softmax, {sampler}, {iters} iterations, "
           f"batches of {result['batch_sizes']}): {wall:.1f} s from start to exit")
     print(f"  training work {tflop:.2f} TFLOP: {result['floor_seconds_at_peak']:.1f} s at the measured peak; "
@@ -264,6 +266,8 @@ def e2e_section(trials: int, iters: int, sampler: str, archive: Path, peak_gflop
           f"training {split['train_seconds']:.1f} s, recording {split['tracking_seconds']:.1f} s and study reports "
           f"{split['finalize_seconds']:.1f} s (background thread, overlapping training), bookkeeping "
           f"{split['bookkeeping_seconds']:.1f} s | exit {result['exit_seconds']:.1f} s")
+    print(f"  after the last batch trained: {result['after_training_seconds']:.1f} s (its recording, tells, "
+          f"the last study's report, exit)")
     return result
 
 

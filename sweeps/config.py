@@ -20,6 +20,7 @@ DEVICES = ("auto", "cpu", "cuda")
 DATASETS = ("cifar10", "image_folder")
 LOSSES = ("svm", "softmax")
 TEST_EVAL = ("best", "all")
+DIAGNOSTIC_PLOTS = ("best", "all")
 
 
 @dataclass
@@ -71,6 +72,9 @@ class TrackingConfig:
     loss_every: int = 20  # log the training loss every k iterations
     log_weights: bool = True
     log_images: bool = True
+    # Loss-curve and confusion-matrix images: "best" for each worker's best trial of each study
+    # (every run's loss is also a metric the MLflow UI charts), "all" for every trial.
+    diagnostic_plots: str = "best"
     test_eval: str = "best"  # best: test accuracy for each study's best trial; all: every trial
     http_max_retries: int = 8  # MLflow client retries (with backoff) when the server is away
     http_backoff_factor: int = 1  # seconds; waits 1, 2, 4, ... between retries
@@ -141,5 +145,7 @@ def validate_config(cfg: DictConfig) -> None:
     _rule(cfg.metric in ("val_acc",), "metric", "'val_acc' (selection is by validation accuracy only)", cfg.metric)
     t = cfg.tracking
     _rule(t.loss_every >= 1, "tracking.loss_every", "an integer >= 1", t.loss_every)
+    _rule(t.diagnostic_plots in DIAGNOSTIC_PLOTS, "tracking.diagnostic_plots", f"one of {list(DIAGNOSTIC_PLOTS)}",
+          t.diagnostic_plots)
     _rule(t.test_eval in TEST_EVAL, "tracking.test_eval", f"one of {list(TEST_EVAL)}", t.test_eval)
     _rule(isinstance(t.experiment, str) and t.experiment.strip() != "", "tracking.experiment", "a non-empty name", t.experiment)

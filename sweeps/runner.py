@@ -10,12 +10,14 @@ other trials shared its batch: batched and sequential sweeps agree.
 """
 from __future__ import annotations
 
+import json
 import logging
 import math
 import time
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -44,6 +46,9 @@ class TrialSpec:
     number: int = 0
     optuna_trial: Any = None  # optuna.Trial, for intermediate reports and pruning
     run_id: Optional[str] = None
+    # Tags to log with the trial's metrics, from its outcome (the sweep: the final-state tags,
+    # so that ending the run takes one request fewer).
+    record_tags: Optional[Callable[["TrialOutcome"], Dict[str, str]]] = None
 
 
 @dataclass
@@ -61,16 +66,23 @@ class TrialOutcome:
     message: str = ""
     weights: Optional[torch.Tensor] = None  # (D, C) on the CPU
     val_history: Dict[int, float] = field(default_factory=dict)
+    loss_curve: Tuple[List[int], List[float]] = ((), ())  # logged train_loss (steps, values)
+    val_predictions: Optional[np.ndarray] = None  # (N_val,) predicted classes at the last check
     recorded: Optional[Future] = None  # with an executor: done once metrics and artifacts are in MLflow
+    logged_tags: Dict[str, str] = field(default_factory=dict)  # spec.record_tags, once logged
 
 
 def group_key(cfg: DictConfig) -> str:
-    """Configs with the same key can share one stacked model."""
-    plain = OmegaConf.to_container(cfg, resolve=True)
+    """Configs with the same key can share one stacked model.
+
+    Compared unresolved (interpolations as written; 7x cheaper than resolving, and asked once
+    per trial on the sweep's critical path): configs that are equal unresolved resolve equally.
+    """
+    plain = OmegaConf.to_container(cfg, resolve=False)
     for dotted in BATCHABLE_KEYS:
         section, name = dotted.split(".")
         plain.get(section, {}).pop(name, None)
-    return OmegaConf.to_yaml(OmegaConf.create(plain))
+    return json.dumps(plain, sort_keys=True, default=str)
 
 
 def trial_params(cfg: DictConfig, device: torch.device) -> Dict[str, Any]:
@@ -87,7 +99,8 @@ def trial_params(cfg: DictConfig, device: torch.device) -> Dict[str, Any]:
 
 def run_trials(specs: Sequence[TrialSpec], tracker: Optional[Tracker], *, report_intermediate: bool = False,
                should_prune: Optional[Callable[[Any], bool]] = None,
-               devices: Optional[Sequence[torch.device]] = None, executor=None) -> List[TrialOutcome]:
+               devices: Optional[Sequence[torch.device]] = None, executor=None,
+               diagnostic_plots: bool = True) -> List[TrialOutcome]:
     """Train ``specs`` (grouped into stacked models) and log each to its MLflow run.
 
     The MLflow runs stay RUNNING: the caller ends them once Optuna has been told, so both
@@ -95,6 +108,9 @@ def run_trials(specs: Sequence[TrialSpec], tracker: Optional[Tracker], *, report
     ``devices``: where to train (default: from each config; every GPU of a multi-GPU machine).
     ``executor``: record trials there (e.g. a background thread) instead of before returning;
     each outcome's ``recorded`` future then tells when (and whether) its recording is done.
+    ``diagnostic_plots``: draw each run's loss-curve and confusion images (with
+    ``tracking.log_images``); without, the caller draws them for the trials it picks
+    (:func:`save_diagnostic_plots`).
     """
     groups: Dict[str, List[int]] = {}
     for i, spec in enumerate(specs):
@@ -111,7 +127,8 @@ def run_trials(specs: Sequence[TrialSpec], tracker: Optional[Tracker], *, report
         indices, device = job
         members = [specs[i] for i in indices]
         try:
-            results = _run_group(members, device, tracker, report_intermediate, should_prune, executor)
+            results = _run_group(members, device, tracker, report_intermediate, should_prune, executor,
+                                 diagnostic_plots)
         except Exception as e:  # a broken group fails its trials, not the sweep
             log.exception("trials %s failed", [s.number for s in members])
             results = [TrialOutcome(s.number, ERROR, message=f"error: {type(e).__name__}: {e}") for s in members]
@@ -141,7 +158,8 @@ def available_devices(kind: str) -> List[torch.device]:
 
 
 def _run_group(specs: List[TrialSpec], device: torch.device, tracker: Optional[Tracker], report_intermediate: bool,
-               should_prune: Optional[Callable[[Any], bool]], executor=None) -> List[TrialOutcome]:
+               should_prune: Optional[Callable[[Any], bool]], executor=None,
+               diagnostic_plots: bool = True) -> List[TrialOutcome]:
     cfg = specs[0].cfg
     data = load_data(cfg.dataset, cfg.model.dtype, device)
     X, y = data["X_train"], data["y_train"]
@@ -209,15 +227,16 @@ def _run_group(specs: List[TrialSpec], device: torch.device, tracker: Optional[T
             number=spec.number, status=status, iterations=iters_run, seconds=train_seconds,
             val_acc=last_val, train_acc=final_train[k] if status != DIVERGED else float("nan"),
             test_acc=final_test[k] if (final_test and status == COMPLETED) else None,
-            weights=result.W[k].detach().cpu(), val_history=dict(val_hist[k]))
+            weights=result.W[k].detach().cpu(), val_history=dict(val_hist[k]),
+            loss_curve=_loss_curve(loss_history[:iters_run, k], cfg.tracking.loss_every),
+            val_predictions=val_pred[k] if (val_pred is not None and status != DIVERGED) else None)
         if status == DIVERGED:
             lr = spec.cfg.model.learning_rate
             out.message = (f"diverged: loss is {result.diverged_loss[k]} at iteration {iters_run - 1} "
                            f"(learning_rate={lr:g} is probably too large)")
         # With an executor the run may still be being created there: its job runs first.
         if tracker is not None and (spec.run_id is not None or executor is not None):
-            args = (tracker, spec, out, loss_history[:iters_run, k], train_hist[k], data,
-                    val_pred[k] if val_pred is not None else None, K)
+            args = (tracker, spec, out, train_hist[k], data, K, diagnostic_plots)
             if executor is None:
                 _record_trial(*args)
             else:
@@ -226,26 +245,30 @@ def _run_group(specs: List[TrialSpec], device: torch.device, tracker: Optional[T
     return outcomes
 
 
-def _record_trial(tracker: Tracker, spec: TrialSpec, out: TrialOutcome, losses: torch.Tensor,
-                  train_hist: Dict[int, float], data: dict, val_pred: Optional[np.ndarray], batch_k: int) -> None:
+def _loss_curve(losses: torch.Tensor, every: int) -> Tuple[List[int], List[float]]:
+    """The train_loss points to log: every ``every`` iterations and the last one. losses: (T,)."""
+    steps = list(range(0, len(losses), every))
+    if len(losses) and steps[-1] != len(losses) - 1:
+        steps.append(len(losses) - 1)
+    return steps, (losses[steps].tolist() if steps else [])
+
+
+def _record_trial(tracker: Tracker, spec: TrialSpec, out: TrialOutcome, train_hist: Dict[int, float], data: dict,
+                  batch_k: int, diagnostic_plots: bool) -> None:
     """Metrics in batches, then the artifacts in one upload. The run stays RUNNING."""
     if spec.run_id is None:  # the caller must not tell this trial COMPLETE
         raise RuntimeError(f"trial {spec.number} has no MLflow run to record into (creating it failed)")
     t0 = time.perf_counter()
     try:
-        _record(tracker, spec, out, losses, train_hist, data, val_pred, batch_k)
+        _record(tracker, spec, out, train_hist, data, batch_k, diagnostic_plots)
     finally:
         out.tracking_seconds = time.perf_counter() - t0
 
 
-def _record(tracker: Tracker, spec: TrialSpec, out: TrialOutcome, losses: torch.Tensor,
-            train_hist: Dict[int, float], data: dict, val_pred: Optional[np.ndarray], batch_k: int) -> None:
+def _record(tracker: Tracker, spec: TrialSpec, out: TrialOutcome, train_hist: Dict[int, float], data: dict,
+            batch_k: int, diagnostic_plots: bool) -> None:
     cfg = spec.cfg
-    every = cfg.tracking.loss_every
-    steps = list(range(0, len(losses), every))
-    if len(losses) and steps[-1] != len(losses) - 1:
-        steps.append(len(losses) - 1)
-    loss_values = losses[steps].tolist() if steps else []
+    steps, loss_values = out.loss_curve
     train_steps, train_values = list(train_hist)[:-1], list(train_hist.values())[:-1]  # last: whole split
     final = {"trial_seconds": out.seconds, "iterations": out.iterations, "trials_in_batch": batch_k}
     if out.status != DIVERGED:
@@ -258,24 +281,37 @@ def _record(tracker: Tracker, spec: TrialSpec, out: TrialOutcome, losses: torch.
         "train_acc": (train_steps, train_values),
         **{key: ([out.iterations], [value]) for key, value in final.items()},
     }
-    tracker.log_series(spec.run_id, {k: v for k, v in series.items() if v[0]})  # one request
+    tags = spec.record_tags(out) if spec.record_tags is not None else {}
+    tracker.log_series(spec.run_id, {k: v for k, v in series.items() if v[0]}, tags=tags)  # one request
+    out.logged_tags = tags
     if not (cfg.tracking.log_images or cfg.tracking.log_weights):
         return
     with tracker.artifact_folder(spec.run_id) as tmp:
         (tmp / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
-        title = f"{cfg.loss.name} #{spec.number}  lr={cfg.model.learning_rate:.2e} reg={cfg.model.reg:.2e}"
         if cfg.tracking.log_images:
-            finite = [(s, v) for s, v in zip(steps, loss_values) if math.isfinite(v)]
-            line_plot(tmp / "loss_curve.png", {"train loss": ([s for s, _ in finite], [v for _, v in finite])},
-                      title=title, xlabel="iteration", ylabel="loss")
             if out.status != DIVERGED:
                 lm.save_template_grid(out.weights, data["image_shape"], tmp / "templates.png",
-                                      data["class_names"], title=title)
-                if val_pred is not None:
-                    C = len(data["class_names"])
-                    cm = confusion_matrix(data["y_val"].cpu().numpy(), val_pred, C)
-                    confusion_matrix_image(tmp / "confusion_val.png", cm, data["class_names"],
-                                           title=f"validation confusion (acc {out.val_acc:.3f})")
+                                      data["class_names"], title=_title(spec))
+            if diagnostic_plots:
+                save_diagnostic_plots(tmp, spec, out, data)
         if cfg.tracking.log_weights and out.status != DIVERGED:
             clf = lm.classifier_for_loss(cfg.loss.name)(out.weights)
             clf.save(tmp / "weights.pt")
+
+
+def save_diagnostic_plots(folder, spec: TrialSpec, out: TrialOutcome, data: dict) -> None:
+    """loss_curve.png and (for a trial that did not diverge) confusion_val.png into ``folder``."""
+    folder = Path(folder)
+    finite = [(s, v) for s, v in zip(*out.loss_curve) if math.isfinite(v)]
+    line_plot(folder / "loss_curve.png", {"train loss": ([s for s, _ in finite], [v for _, v in finite])},
+              title=_title(spec), xlabel="iteration", ylabel="loss")
+    if out.val_predictions is not None:
+        names = data["class_names"]
+        cm = confusion_matrix(data["y_val"].cpu().numpy(), out.val_predictions, len(names))
+        confusion_matrix_image(folder / "confusion_val.png", cm, names,
+                               title=f"validation confusion (acc {out.val_acc:.3f})")
+
+
+def _title(spec: TrialSpec) -> str:
+    m = spec.cfg.model
+    return f"{spec.cfg.loss.name} #{spec.number}  lr={m.learning_rate:.2e} reg={m.reg:.2e}"

@@ -14,7 +14,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import optuna
 import torch
@@ -25,7 +25,15 @@ from optuna.trial import TrialState
 
 from .config import ConfigError, validate_config
 from .data import load_data, matmul_dtype, resolve_device
-from .runner import COMPLETED, DIVERGED, PRUNED, TrialSpec, run_trials, trial_params
+from .runner import (
+    COMPLETED,
+    PRUNED,
+    TrialOutcome,
+    TrialSpec,
+    run_trials,
+    save_diagnostic_plots,
+    trial_params,
+)
 from .search_space import SweepPlan, plan_sweep
 from .study import (
     ATTR_FAIL_REASON,
@@ -240,8 +248,9 @@ class SweepLoop:
                  redact_url(tracker.uri), tracker.experiment_name)
         k_max = self._auto_batch(base)
         report = self.pruner_name != "none"
-        best_weights: Dict[int, torch.Tensor] = {}
-        best_val = math.nan  # val_acc of the trial in best_weights
+        # This worker's best completed trial: its weights (for the final test) and the data of its
+        # diagnostic plots stay in memory; the other outcomes are dropped once recorded.
+        local_best: Optional[Tuple[TrialSpec, TrialOutcome]] = None
         progress = _Progress(study_name, n_trials, n_trials - remaining_budget(study, n_trials), self.progress_bar,
                              position)
         # train: stacked-model training; tracking: per-trial metrics and artifacts; bookkeeping:
@@ -249,6 +258,7 @@ class SweepLoop:
         timing = {"wall_seconds": 0.0, "train_seconds": 0.0, "tracking_seconds": 0.0, "bookkeeping_seconds": 0.0}
         counts = {"ran": 0, "failed": 0}
         started, started_at = time.perf_counter(), time.time()
+        trained_at = started_at  # when this launch's last batch of the study finished training
         poll = max(1.0, self.heartbeat_interval / 2)
         # Recording a trial (metrics, images, artifacts), telling Optuna and ending its run happen
         # on ``finisher``, in order, while the next batch trains. A trial becomes COMPLETE only
@@ -260,7 +270,7 @@ class SweepLoop:
         wait_for_tells = self.sampler_name in MODEL_BASED_SAMPLERS
 
         def finish(spec: TrialSpec, out, heartbeat: Heartbeat) -> None:
-            nonlocal best_val
+            nonlocal local_best
             t0 = time.perf_counter()
             try:
                 if out.recorded is not None:
@@ -277,10 +287,8 @@ class SweepLoop:
             timing["tracking_seconds"] += out.tracking_seconds
             timing["bookkeeping_seconds"] += time.perf_counter() - t0
             if state == TrialState.COMPLETE and out.weights is not None and (
-                    not best_weights or self._better(out.val_acc, best_val)):
-                # Only this worker's best trial's weights stay in memory (for the final test).
-                best_weights.clear()
-                best_weights[spec.number], best_val = out.weights, out.val_acc
+                    local_best is None or self._better(out.val_acc, local_best[1].val_acc)):
+                local_best = (spec, out)
             progress.update(1, lambda: _best_value(study))
 
         def timed_bookkeeping(job) -> None:
@@ -340,7 +348,7 @@ class SweepLoop:
                     continue
                 t0 = time.perf_counter()
                 specs, create_runs = self._start_trials(asked, base, plan, cell, study, tracker, parent_id,
-                                                        overrides_tag)
+                                                        overrides_tag, requeued=min(waiting, len(asked)))
                 pending.append(finisher.submit(timed_bookkeeping, create_runs))  # while the batch trains
                 timing["bookkeeping_seconds"] += time.perf_counter() - t0
                 for spec in specs:
@@ -352,7 +360,9 @@ class SweepLoop:
                         progress.update(1, lambda: _best_value(study))
                 runnable = [s for s in specs if s.cfg is not None]
                 outcomes = run_trials(runnable, tracker, report_intermediate=report,
-                                      should_prune=lambda t: t.should_prune(), executor=finisher)
+                                      should_prune=lambda t: t.should_prune(), executor=finisher,
+                                      diagnostic_plots=base.tracking.diagnostic_plots == "all")
+                trained_at = time.time()
                 pending += [finisher.submit(finish, spec, out, heartbeat) for spec, out in zip(runnable, outcomes)]
                 specs = []
         except KeyboardInterrupt:
@@ -372,26 +382,30 @@ class SweepLoop:
             heartbeat.__exit__(None, None, None)
             progress.close()
             timing["wall_seconds"] = time.perf_counter() - started
-            summary = self._finalize(study, tracker, parent_id, base, n_trials, best_weights)
+            summary = self._finalize(study, tracker, parent_id, base, n_trials, local_best)
             timing["finalize_seconds"] = time.perf_counter() - started - timing["wall_seconds"]
-            # started_at / ended_at (Unix seconds) place the studies of a launch on one time line:
-            # a study's recording and report overlap the next study's training.
+            # started_at / trained_at / ended_at (Unix seconds) place the studies of a launch on one
+            # time line: a study's recording and report overlap the next study's training.
             summary["this_launch"] = {"trials_run": counts["ran"], "batch_size": k_max,
                                       **{k: round(v, 3) for k, v in timing.items()},
-                                      "started_at": round(started_at, 3), "ended_at": round(time.time(), 3)}
+                                      "started_at": round(started_at, 3), "trained_at": round(trained_at, 3),
+                                      "ended_at": round(time.time(), 3)}
             return summary
 
         return finisher.submit(summarize)
 
-    def _start_trials(self, asked, base, plan, cell, study, tracker, parent_id, overrides_tag):
+    def _start_trials(self, asked, base, plan, cell, study, tracker, parent_id, overrides_tag, requeued=0):
         """Compose each asked trial's config; returns (specs, create_runs).
+
+        The first ``requeued`` of ``asked`` were popped from the WAITING queue (re-runs of failed
+        trials); the others are new.
 
         ``create_runs()`` creates the MLflow runs of the trials that will train; the sweep runs it
         on the finisher thread while they train (recording, on the same thread, comes after it).
         A trial whose config fails gets its run here, is told FAIL and has ``cfg=None``.
         """
         specs, new_runs = [], []
-        for trial in asked:
+        for i, trial in enumerate(asked):
             params = dict(trial.params)
             cfg, error = None, None
             try:
@@ -407,21 +421,23 @@ class SweepLoop:
                     TAG_TRIAL_STATE: "RUNNING", TAG_OVERRIDES: f"{overrides_tag} {trial_overrides}".strip()}
             run_params = trial_params(source, resolve_device(source.device.type))
             run_params.update({k: v for k, v in params.items() if k.split(".")[-1] not in run_params})
-            spec = TrialSpec(cfg=cfg, number=trial.number, optuna_trial=trial)
+            # The final-state tags go out with the metrics: ending the run is then one request.
+            spec = TrialSpec(cfg=cfg, number=trial.number, optuna_trial=trial,
+                             record_tags=lambda out: _state_tags(*_final_state(out)))
             specs.append(spec)
             if error is None:
-                new_runs.append((spec, name, tags, run_params))
+                new_runs.append((spec, name, tags, run_params, i < requeued))
                 continue
-            self._create_trial_run(study, tracker, spec, name, tags, run_params)
+            self._create_trial_run(study, tracker, spec, name, tags, run_params, i < requeued)
             log.warning("trial %d: %s", trial.number, error)
             trial.set_user_attr(ATTR_FAIL_REASON, error)
             _tell(study, trial, state=TrialState.FAIL)
             self._close_run(tracker, study, study._storage.get_trial(trial._trial_id), "FAIL", error)
 
         def create_runs() -> None:
-            for spec, name, tags, run_params in new_runs:
+            for spec, name, tags, run_params, is_retry in new_runs:
                 try:
-                    self._create_trial_run(study, tracker, spec, name, tags, run_params)
+                    self._create_trial_run(study, tracker, spec, name, tags, run_params, is_retry)
                 except Exception:  # its recording then fails: left RUNNING, the heartbeat check re-runs it
                     log.exception("could not create the MLflow run of trial %d", spec.number)
 
@@ -449,10 +465,11 @@ class SweepLoop:
 
     @staticmethod
     def _create_trial_run(study, tracker: Tracker, spec: TrialSpec, name: str, tags: Dict[str, Any],
-                          run_params: Dict[str, Any]) -> None:
-        """Create the trial's MLflow run and link it both ways (tags here, a user attr in Optuna)."""
+                          run_params: Dict[str, Any], requeued: bool = True) -> None:
+        """Create the trial's MLflow run and link it both ways (tags here, a user attr in Optuna).
+        ``requeued``: the trial may be a re-run (a new trial has nothing to look up)."""
         trial = spec.optuna_trial
-        retry_of = study._storage.get_trial_system_attrs(trial._trial_id).get("failed_trial")
+        retry_of = study._storage.get_trial_system_attrs(trial._trial_id).get("failed_trial") if requeued else None
         if retry_of is not None:
             tags = {**tags, TAG_RETRY_OF: retry_of}
         spec.run_id = tracker.create_run(name, tags=tags, params=run_params)
@@ -460,32 +477,30 @@ class SweepLoop:
         if retry_of is not None:  # a re-queued trial inherits its original's attributes
             trial.set_user_attr(ATTR_FAIL_REASON, None)
 
-    def _finish_trial(self, study, tracker, spec: TrialSpec, out) -> TrialState:
+    def _finish_trial(self, study, tracker, spec: TrialSpec, out: TrialOutcome) -> TrialState:
         """Tell Optuna, then end the MLflow run in the agreeing state."""
         trial = spec.optuna_trial
-        if out.status == COMPLETED and math.isfinite(out.val_acc):
+        state, reason = _final_state(out)
+        if state == TrialState.COMPLETE:
             _tell(study, trial, out.val_acc)
-            state, reason = TrialState.COMPLETE, None
-        elif out.status == PRUNED:
+        elif state == TrialState.PRUNED:
             _tell(study, trial, state=TrialState.PRUNED)
-            state, reason = TrialState.PRUNED, None
         else:
-            reason = out.message or f"{out.status}: no finite validation accuracy"
             trial.set_user_attr(ATTR_FAIL_REASON, reason)
             _tell(study, trial, state=TrialState.FAIL)
-            state = TrialState.FAIL
             log.warning("trial %d failed: %s", trial.number, reason)
-        self._close_run(tracker, study, trial, state.name, reason, run_id=spec.run_id)
+        self._close_run(tracker, study, trial, state.name, reason, run_id=spec.run_id, logged_tags=out.logged_tags)
         return state
 
-    def _close_run(self, tracker: Tracker, study, trial, state: str, reason: Optional[str], run_id=None) -> None:
-        """End a trial's MLflow run to match its Optuna state (creating it if it never got one)."""
+    def _close_run(self, tracker: Tracker, study, trial, state: str, reason: Optional[str], run_id=None,
+                   logged_tags: Optional[Dict[str, str]] = None) -> None:
+        """End a trial's MLflow run to match its Optuna state (creating it if it never got one).
+        ``logged_tags``: tags the run already got with its metrics (not sent again)."""
         if run_id is None:
             run_id = self._ensure_run(tracker, study, trial)
-        tags = {TAG_TRIAL_STATE: state}
-        if reason:
-            tags[TAG_FAILURE] = reason
-        tracker.set_tags(run_id, tags)
+        tags = _state_tags(state, reason)
+        if tags != logged_tags:
+            tracker.set_tags(run_id, tags)
         tracker.end_run(run_id, mlflow_status(state, reason))
 
     @staticmethod
@@ -536,7 +551,7 @@ class SweepLoop:
                 self._close_run(tracker, study, t, t.state.name, t.user_attrs.get(ATTR_FAIL_REASON), run_id=run_id)
 
     # ------------------------------------------------------------------ the end of a study
-    def _finalize(self, study, tracker, parent_id, base, n_trials, best_weights) -> Dict[str, Any]:
+    def _finalize(self, study, tracker, parent_id, base, n_trials, local_best) -> Dict[str, Any]:
         from .study_report import log_study_report
 
         trials = study.get_trials(deepcopy=False)
@@ -551,11 +566,14 @@ class SweepLoop:
                 best = study.best_trial
                 summary.update(best_trial=best.number, best_val_acc=best.value, best_params=dict(best.params),
                                best_run_id=best.user_attrs.get(ATTR_RUN_ID))
-                test_acc = self._best_test_accuracy(best, base, tracker, best_weights)
+                W = local_best[1].weights if local_best and local_best[0].number == best.number else None
+                test_acc = self._best_test_accuracy(best, base, tracker, W)
                 summary["best_test_acc"] = test_acc
             write_report = done_before != len(trials)  # one worker reports each state of the study
             if write_report:
                 study.set_user_attr(ATTR_FINALIZED, len(trials))
+        if local_best is not None:
+            self._plot_local_best(tracker, *local_best)
         if write_report:  # outside the lock: plots take seconds, and asks of other studies wait on it
             log_study_report(study, tracker, parent_id, summary)
         tracker.end_run(parent_id, "FINISHED")
@@ -564,15 +582,30 @@ class SweepLoop:
                      summary["best_val_acc"], summary["best_trial"], summary["best_params"], summary["best_test_acc"])
         return summary
 
-    def _best_test_accuracy(self, best, base, tracker: Tracker, best_weights) -> float:
-        """Test accuracy of the study's best trial (selection was by validation accuracy)."""
+    @staticmethod
+    def _plot_local_best(tracker: Tracker, spec: TrialSpec, out: TrialOutcome) -> None:
+        """The diagnostic plots (loss curve, confusion) of this worker's best trial of the study,
+        when tracking.diagnostic_plots=best kept them off the other trials."""
+        t = spec.cfg.tracking
+        if not t.log_images or t.diagnostic_plots != "best":
+            return
+        cfg = spec.cfg
+        try:
+            data = load_data(cfg.dataset, cfg.model.dtype, resolve_device(cfg.device.type))
+            with tracker.artifact_folder(spec.run_id) as tmp:
+                save_diagnostic_plots(tmp, spec, out, data)
+        except Exception:  # the study's summary matters more than two images
+            log.exception("could not draw the diagnostic plots of trial %d", spec.number)
+
+    def _best_test_accuracy(self, best, base, tracker: Tracker, W: Optional[torch.Tensor]) -> float:
+        """Test accuracy of the study's best trial (selection was by validation accuracy).
+        ``W`` (D, C): its weights when this worker trained it, else read from its run."""
         run_id = best.user_attrs.get(ATTR_RUN_ID)
         run = tracker.get_run(run_id)
         if "test_acc" in run.data.metrics:
             return run.data.metrics["test_acc"]
         device = resolve_device(base.device.type)
         data = load_data(base.dataset, base.model.dtype, device)
-        W = best_weights.get(best.number)
         if W is None:  # trained by another worker: read its saved weights
             import tempfile
 
@@ -647,6 +680,23 @@ def _best_value(study) -> Optional[float]:
         return study.best_value
     except ValueError:
         return None
+
+
+def _final_state(out: TrialOutcome):
+    """(Optuna state, failure reason or None) of a trained trial."""
+    if out.status == COMPLETED and math.isfinite(out.val_acc):
+        return TrialState.COMPLETE, None
+    if out.status == PRUNED:
+        return TrialState.PRUNED, None
+    return TrialState.FAIL, out.message or f"{out.status}: no finite validation accuracy"
+
+
+def _state_tags(state, reason: Optional[str]) -> Dict[str, str]:
+    """The MLflow tags of a trial's final state (``state``: a TrialState or its name)."""
+    tags = {TAG_TRIAL_STATE: getattr(state, "name", state)}
+    if reason:
+        tags[TAG_FAILURE] = reason
+    return tags
 
 
 def _tell(study, trial, *args, **kwargs) -> None:

@@ -211,20 +211,22 @@ class Tracker:
         now = int(time.time() * 1000)
         self._log_metric_objects(run_id, [Metric(k, float(v), now, step) for k, v in values.items()])
 
-    def log_series(self, run_id: str, series: Mapping[str, tuple]) -> None:
-        """series: {key: (steps, values)} sent in batches of at most 1,000 points."""
+    def log_series(self, run_id: str, series: Mapping[str, tuple], tags: Optional[Mapping[str, object]] = None) -> None:
+        """series: {key: (steps, values)} sent in batches of at most 1,000 points; ``tags`` ride
+        along with the first batch."""
         now = int(time.time() * 1000)
         metrics = [Metric(key, float(v), now, int(s)) for key, (steps, values) in series.items()
                    for s, v in zip(steps, values)]
-        self._log_metric_objects(run_id, metrics)
+        self._log_metric_objects(run_id, metrics, tags)
 
-    def _log_metric_objects(self, run_id: str, metrics: Sequence[Metric]) -> None:
-        for start in range(0, len(metrics), MAX_METRICS_PER_BATCH):
-            self._log_batch(run_id, metrics[start:start + MAX_METRICS_PER_BATCH])
+    def _log_metric_objects(self, run_id: str, metrics: Sequence[Metric], tags: Optional[Mapping] = None) -> None:
+        run_tags = [RunTag(k, str(v)) for k, v in (tags or {}).items()]
+        for start in range(0, max(len(metrics), 1 if run_tags else 0), MAX_METRICS_PER_BATCH):
+            self._log_batch(run_id, metrics[start:start + MAX_METRICS_PER_BATCH], run_tags if start == 0 else [])
 
     @_retrying
-    def _log_batch(self, run_id: str, metrics: Sequence[Metric]) -> None:
-        self.client.log_batch(run_id, metrics=list(metrics))
+    def _log_batch(self, run_id: str, metrics: Sequence[Metric], tags: Sequence[RunTag] = ()) -> None:
+        self.client.log_batch(run_id, metrics=list(metrics), tags=list(tags))
 
     @_retrying
     def log_params(self, run_id: str, params: Mapping[str, object]) -> None:

@@ -32,6 +32,12 @@ def test_group_key_ignores_only_batchable_keys(base_cfg):
     b = spec(base_cfg, 1, learning_rate=0.2, reg=0.0).cfg
     c = spec(base_cfg, 2, batch_size=32).cfg
     assert group_key(a) == group_key(b) != group_key(c)
+    # Keys compare configs unresolved: a change behind an interpolation still splits the batch.
+    d = spec(base_cfg, 3, learning_rate=0.3).cfg
+    d.data_dir, d.dataset.root = "/elsewhere", "${data_dir}/cifar10"
+    e = d.copy()
+    e.data_dir = "/other"
+    assert group_key(d) != group_key(e) and group_key(d) != group_key(a)
 
 
 def test_results_do_not_depend_on_batch_mates_or_devices(base_cfg):

@@ -76,7 +76,11 @@ def test_multirun_records_studies_trials_metrics_artifacts(two_loss_sweep):
             assert trial.value == pytest.approx(m["val_acc"])
             assert trial.intermediate_values == {} or set(trial.intermediate_values) <= {20, 40}
             artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
-            assert {"templates.png", "loss_curve.png", "confusion_val.png", "config.yaml", "weights.pt"} <= artifacts
+            assert {"templates.png", "config.yaml", "weights.pt"} <= artifacts
+            # tracking.diagnostic_plots=best (the default): loss curve and confusion for the best only
+            is_best = trial.number == study.best_trial.number
+            assert ({"loss_curve.png", "confusion_val.png"} <= artifacts) == is_best
+            assert is_best or not {"loss_curve.png", "confusion_val.png"} & artifacts
             if "test_acc" in m:
                 with_test.append(run)
         # Selection by validation accuracy: only the best trial of each study gets a test accuracy.
@@ -104,9 +108,10 @@ def test_artifact_images_are_valid(two_loss_sweep, tmp_path):
 
     work, _ = two_loss_sweep
     client = mlflow_client(work)
-    run = trial_runs(client)[0]
+    study = load_study(work, f"{EXPERIMENT}[loss=svm]")
+    run_id = study.best_trial.user_attrs["mlflow_run_id"]
     for name in ("templates.png", "loss_curve.png", "confusion_val.png"):
-        path = client.download_artifacts(run.info.run_id, name, str(tmp_path))
+        path = client.download_artifacts(run_id, name, str(tmp_path))
         with Image.open(path) as img:
             img.verify()
 
@@ -142,15 +147,22 @@ def test_divergent_trial_fails_and_sweep_goes_on(tmp_path):
     work = tmp_path / "work"
     run_sweep(work, "hydra.sweeper.sampler=grid", "hydra.sweeper.n_trials=2",
               "model.learning_rate=choice(0.01,1e6)", "model.reg=choice(1.0)",
-              "hydra.sweeper.max_failure_rate=1.0")
+              "hydra.sweeper.max_failure_rate=1.0", "tracking.diagnostic_plots=all")
     study = load_study(work, EXPERIMENT)
     states = {t.params["model.learning_rate"]: t for t in study.trials}
     assert states[0.01].state == TrialState.COMPLETE
     bad = states[1e6]
     assert bad.state == TrialState.FAIL
     assert bad.user_attrs["fail_reason"].startswith("diverged: loss is")
-    runs = assert_states_agree(study, mlflow_client(work))
+    client = mlflow_client(work)
+    runs = assert_states_agree(study, client)
     assert runs[bad.user_attrs["mlflow_run_id"]].data.tags["failure_reason"].startswith("diverged")
+    # diagnostic_plots=all: every trial's loss curve; a diverged one has no weights to score
+    artifacts = {t.params["model.learning_rate"]: {a.path for a in client.list_artifacts(t.user_attrs["mlflow_run_id"])}
+                 for t in study.trials}
+    assert {"loss_curve.png", "confusion_val.png", "templates.png", "weights.pt"} <= artifacts[0.01]
+    assert "loss_curve.png" in artifacts[1e6]
+    assert not {"confusion_val.png", "templates.png", "weights.pt"} & artifacts[1e6]
 
 
 def test_batched_and_sequential_sweeps_agree(tmp_path):
