@@ -207,7 +207,8 @@ def _step_workspace(K: int, C: int, like: torch.Tensor) -> torch.Tensor:
 
 def _sgd_step_(loss: str, W: torch.Tensor, X: torch.Tensor, y: torch.Tensor, reg: torch.Tensor,
                lr: torch.Tensor, alive: torch.Tensor, *, scale: Optional[torch.Tensor] = None,
-               fold: bool = True, matmul_dtype=None, work: Optional[torch.Tensor] = None) -> torch.Tensor:
+               fold: bool = True, matmul_dtype=None, work: Optional[torch.Tensor] = None,
+               with_reg_loss: bool = True) -> torch.Tensor:
     """One SGD step of K trials in place; the batched trainer's inner loop.
 
     The same update as ``W -= lr * dW`` with (loss, dW) from svm/softmax_loss_batched, but
@@ -229,7 +230,9 @@ def _sgd_step_(loss: str, W: torch.Tensor, X: torch.Tensor, y: torch.Tensor, reg
             keeps its weights (no host synchronisation).
         scale: optional (K,) weight scales, updated in place; None means 1 and fold=True.
         work: optional scratch buffer for the regularization loss, reused across steps.
-    Returns: loss (K,) at the weights before the step.
+        with_reg_loss: False skips the L2 term of the returned loss (a full pass over W);
+            the update is the same, and a non-finite W still shows in the data loss.
+    Returns: loss (K,) at the weights before the step (the data loss alone without the L2 term).
     """
     D, K, C = W.shape
     W2 = W.view(D, K * C)
@@ -241,15 +244,16 @@ def _sgd_step_(loss: str, W: torch.Tensor, X: torch.Tensor, y: torch.Tensor, reg
     if matmul_dtype is not None:
         scores = scores.to(W.dtype)
     N = scores.shape[0]
-    sum_sq = _sum_squares(W2, K, work)
+    sum_sq = _sum_squares(W2, K, work) if with_reg_loss else None
     if scale is not None:
         scores.mul_(scale.repeat_interleave(C).view(K, C))
-        sum_sq.mul_(scale.square())
+        if sum_sq is not None:
+            sum_sq.mul_(scale.square())
     index = _label_index(y, N, K)
     one_hot = torch.zeros(N, index.shape[1] if y.dim() == 2 else 1, C, dtype=W.dtype, device=W.device)
     one_hot.scatter_(2, index[:, : one_hot.shape[1]], 1.0)  # (N, 1, C) or per trial (N, K, C)
     data_loss, grad_scores = _STEP_HEADS[loss](scores, index, one_hot)
-    loss_k = data_loss / N + reg * sum_sq
+    loss_k = data_loss / N + reg * sum_sq if sum_sq is not None else data_loss / N
     alive &= torch.isfinite(loss_k)
     rate = torch.where(alive, lr, 0.0)  # (K,); 0 freezes a diverged trial
     decay = 1.0 - 2.0 * rate * reg

@@ -208,7 +208,7 @@ def _run_group(specs: List[TrialSpec], device: torch.device, tracker: Optional[T
         cfg.model.batch_size, X_val=X_val, y_val=y_val, eval_every=eval_every, generator=gen,
         W_init=W_init, lr_schedules=[s.cfg.model.lr_decay for s in specs],
         lr_step_every=cfg.model.lr_decay_every, lr_gamma=cfg.model.lr_decay_gamma,
-        matmul_dtype=mm_dtype, callback=on_check)
+        matmul_dtype=mm_dtype, loss_every=cfg.tracking.loss_every, callback=on_check)
     W_all = result.W.permute(1, 0, 2)  # (D, K, C)
     final_train = lm.batched_accuracy(W_all, X, y, matmul_dtype=mm_dtype).tolist()
     val_pred = result.val_predictions.cpu().numpy() if result.val_predictions is not None else None  # (K, N_val)

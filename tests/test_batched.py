@@ -101,6 +101,35 @@ def test_divergent_trial_is_masked_and_others_unaffected():
     assert torch.allclose(res.W[2], W_k, rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.parametrize("loss", ["svm", "softmax"])
+def test_loss_every_measures_fewer_losses_and_changes_nothing_else(loss):
+    X, y = blobs(N=200, D=12, C=5)
+    lrs, regs, iters = [1e-2, 1e-1, 1e30], [1e-2, 1e-3, 1e3], [60, 33, 60]  # trial 2 diverges
+    W0 = 1e-3 * torch.randn(X.shape[1], 3, 5, dtype=X.dtype, generator=torch.Generator().manual_seed(9))
+    runs = [lm.train_linear_classifiers_batched(loss, X * 10, y, lrs, regs, iters, 16, W_init=W0,
+                                                generator=torch.Generator().manual_seed(3), X_val=X * 10,
+                                                y_val=y, eval_every=25, loss_every=every) for every in (1, 7)]
+    every_step, sparse = runs
+    assert torch.equal(every_step.W[:2], sparse.W[:2])
+    assert every_step.status == sparse.status == ["completed", "completed", "diverged"]
+    assert every_step.iterations[:2] == sparse.iterations[:2]
+    torch.testing.assert_close(every_step.val_history[:, :2], sparse.val_history[:, :2], rtol=0, atol=0,
+                               equal_nan=True)
+    # Its L2 term overflows first (float64): caught at the next measured step at the latest.
+    first_bad = every_step.iterations[2] - 1
+    assert first_bad <= sparse.iterations[2] - 1 <= -(-first_bad // 7) * 7
+    assert not torch.isfinite(torch.tensor(sparse.diverged_loss[2]))
+    for k in range(2):
+        full, part = every_step.trial_loss_history(k), sparse.trial_loss_history(k)
+        steps = set(range(0, len(full), 7)) | {24, 32, 49, len(full) - 1}  # and before each check point
+        steps = {t for t in steps if t < len(full)}
+        for t in range(len(full)):
+            if t in steps:
+                assert part[t] == full[t], (k, t)
+            else:
+                assert torch.isnan(part[t]), (k, t)
+
+
 def test_callback_prunes_trials():
     X, y = blobs(N=200, D=12, C=5)
     seen = []
