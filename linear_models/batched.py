@@ -18,7 +18,7 @@ from typing import Callable, Optional, Sequence
 import torch
 
 from ._validation import check_int, check_nonnegative, check_positive, check_weights_data
-from .losses import _matmul, _sgd_step_, _step_workspace, batched_loss_function
+from .losses import _sgd_step_, _step_workspace, batched_loss_function
 from .train import init_weights, lr_schedule_factors, make_generator
 
 __all__ = ["BatchedProgress", "BatchedResult", "train_linear_classifiers_batched", "batched_accuracy", "batched_predict"]
@@ -77,11 +77,12 @@ class BatchedResult:
 def batched_predict(W: torch.Tensor, X: torch.Tensor, chunk: int = 8192, matmul_dtype=None) -> torch.Tensor:
     """Predicted labels of K classifiers: W (D, K, C), X (N, D) -> (N, K) int64 on W's device.
 
-    matmul_dtype: e.g. torch.bfloat16 to score in the precision the trainer used.
+    matmul_dtype: e.g. torch.bfloat16 to score in the precision the trainer used (X may already
+    be in it: evaluating one set repeatedly, convert it once).
     """
     D, K, C = W.shape
-    W2 = W.reshape(D, K * C)
-    return torch.cat([_matmul(X[start:start + chunk], W2, matmul_dtype).view(-1, K, C).argmax(dim=2)
+    W2 = _scoring_weights(W, matmul_dtype)
+    return torch.cat([_class_scores(X[start:start + chunk], W2, matmul_dtype).view(-1, K, C).argmax(dim=2)
                       for start in range(0, X.shape[0], chunk)]) if X.shape[0] else \
         torch.empty(0, K, dtype=torch.long, device=W.device)
 
@@ -91,11 +92,24 @@ def batched_accuracy(W: torch.Tensor, X: torch.Tensor, y: torch.Tensor, chunk: i
                      matmul_dtype=None) -> torch.Tensor:
     """Accuracy of each of K classifiers: W (D, K, C), X (N, D), y (N,) -> (K,) on W's device."""
     D, K, C = W.shape
+    W2 = _scoring_weights(W, matmul_dtype)
     correct = torch.zeros(K, device=W.device, dtype=torch.float64)
     for start in range(0, X.shape[0], chunk):
-        scores = _matmul(X[start:start + chunk], W.reshape(D, K * C), matmul_dtype).view(-1, K, C)
+        scores = _class_scores(X[start:start + chunk], W2, matmul_dtype).view(-1, K, C)
         correct += (scores.argmax(dim=2) == y[start:start + chunk, None]).sum(dim=0)
     return correct / max(X.shape[0], 1)
+
+
+def _scoring_weights(W: torch.Tensor, matmul_dtype) -> torch.Tensor:
+    """W (D, K, C) as the (D, K*C) right operand of the scores, in the matmul dtype (once per call)."""
+    W2 = W.reshape(W.shape[0], -1)
+    return W2 if matmul_dtype is None else W2.to(matmul_dtype)
+
+
+def _class_scores(X: torch.Tensor, W2: torch.Tensor, matmul_dtype) -> torch.Tensor:
+    """Scores (N, K*C) for argmax: left in the matmul dtype (converting back cannot change an
+    argmax; bf16 -> float32 is exact)."""
+    return X @ W2 if matmul_dtype is None else X.to(matmul_dtype) @ W2
 
 
 def _per_trial(name: str, values, K: int) -> list:
@@ -194,6 +208,8 @@ def train_linear_classifiers_batched(
     diverged_loss: dict = {}
 
     do_eval = X_val is not None and y_val is not None and X_val.shape[0] > 0
+    if do_eval and matmul_dtype is not None:
+        X_val = X_val.to(matmul_dtype)  # scored at every check point: converted once
     val_predictions = torch.full((K, X_val.shape[0]), -1, dtype=torch.long, device=device) if do_eval else None
     checkpoints = set(iters)
     if eval_every:

@@ -181,6 +181,8 @@ def _run_group(specs: List[TrialSpec], device: torch.device, tracker: Optional[T
 
     # Scores for accuracies use the training matmuls' precision too (bf16: half the time).
     mm_dtype = matmul_dtype(cfg.model, device)
+    if mm_dtype is not None:
+        X_sub = X_sub.to(mm_dtype)  # scored at every check point: converted once
 
     def on_check(progress: lm.BatchedProgress):
         if not progress.active:

@@ -193,6 +193,13 @@ def test_batched_predict_and_accuracy_match_per_trial_scores():
     acc = lm.batched_accuracy(W, X, y, chunk=128)
     assert torch.allclose(acc, (pred == y[:, None]).double().mean(dim=0))
     assert lm.batched_predict(W, X[:0]).shape == (0, 3)
+    # bf16 scoring: the argmax of the bf16 scores, whether X comes converted or not
+    bf16 = torch.bfloat16
+    expected = (X.to(bf16) @ W.reshape(X.shape[1], 15).to(bf16)).float().view(-1, 3, 5).argmax(dim=2)
+    for X_in in (X, X.to(bf16)):
+        assert torch.equal(lm.batched_predict(W, X_in, chunk=128, matmul_dtype=bf16), expected)
+        assert torch.allclose(lm.batched_accuracy(W, X_in, y, chunk=128, matmul_dtype=bf16),
+                              (expected == y[:, None]).double().mean(dim=0))
 
 
 @pytest.mark.parametrize("kwargs,message", [
