@@ -269,6 +269,11 @@ def e2e_section(trials: int, iters: int, sampler: str, archive: Path, peak_gflop
           f"{split['bookkeeping_seconds']:.1f} s | exit {result['exit_seconds']:.1f} s")
     print(f"  after the last batch trained: {result['after_training_seconds']:.1f} s (its recording, tells, "
           f"the last study's report, exit)")
+    tracking = split["tracking_seconds"] + split["finalize_seconds"] + split["bookkeeping_seconds"]
+    result["tracking_share"] = tracking / wall
+    print(f"  tracking and bookkeeping (MLflow runs, metrics, artifacts, reports; Optuna asks and tells): "
+          f"{tracking:.1f} s of thread time = {100 * tracking / wall:.0f}% of the wall time, mostly beside training; "
+          f"on the critical path: the {result['after_training_seconds']:.1f} s after the last batch")
     # The issue's goal: 30 s on a machine whose float32 peak is 200 GFLOP/s. This machine's peak
     # moves with its neighbours' load: scale by the mean of the peaks measured before and after.
     after = measure_peak(torch.float32, torch.device("cpu"), repeats=3)["gflops"]
