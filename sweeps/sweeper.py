@@ -422,8 +422,7 @@ class SweepLoop:
             run_params = trial_params(source, resolve_device(source.device.type))
             run_params.update({k: v for k, v in params.items() if k.split(".")[-1] not in run_params})
             # The final-state tags go out with the metrics: ending the run is then one request.
-            spec = TrialSpec(cfg=cfg, number=trial.number, optuna_trial=trial,
-                             record_tags=lambda out: _state_tags(*_final_state(out)))
+            spec = TrialSpec(cfg=cfg, number=trial.number, optuna_trial=trial, record_tags=_final_state_tags)
             specs.append(spec)
             if error is None:
                 new_runs.append((spec, name, tags, run_params, i < requeued))
@@ -435,9 +434,9 @@ class SweepLoop:
             self._close_run(tracker, study, study._storage.get_trial(trial._trial_id), "FAIL", error)
 
         def create_runs() -> None:
-            for spec, name, tags, run_params, is_retry in new_runs:
+            for spec, name, tags, run_params, requeued_trial in new_runs:
                 try:
-                    self._create_trial_run(study, tracker, spec, name, tags, run_params, is_retry)
+                    self._create_trial_run(study, tracker, spec, name, tags, run_params, requeued_trial)
                 except Exception:  # its recording then fails: left RUNNING, the heartbeat check re-runs it
                     log.exception("could not create the MLflow run of trial %d", spec.number)
 
@@ -691,12 +690,17 @@ def _final_state(out: TrialOutcome):
     return TrialState.FAIL, out.message or f"{out.status}: no finite validation accuracy"
 
 
-def _state_tags(state, reason: Optional[str]) -> Dict[str, str]:
-    """The MLflow tags of a trial's final state (``state``: a TrialState or its name)."""
-    tags = {TAG_TRIAL_STATE: getattr(state, "name", state)}
+def _state_tags(state: str, reason: Optional[str]) -> Dict[str, str]:
+    """The MLflow tags of a trial's final state (``state``: an Optuna state name)."""
+    tags = {TAG_TRIAL_STATE: state}
     if reason:
         tags[TAG_FAILURE] = reason
     return tags
+
+
+def _final_state_tags(out: TrialOutcome) -> Dict[str, str]:
+    state, reason = _final_state(out)
+    return _state_tags(state.name, reason)
 
 
 def _tell(study, trial, *args, **kwargs) -> None:
