@@ -69,6 +69,7 @@ def test_wrong_type_or_unknown_key_fails_at_composition(override):
     ("dataset.validation_ratio=1.0", r"dataset.validation_ratio must be in \[0, 1\), got 1.0"),
     ("eval_every=0", r"eval_every must be an integer >= 1, got 0"),
     ("model.matmul_dtype=int8", r"model.matmul_dtype must be null or one of \['auto', 'bfloat16', .*\], got 'int8'"),
+    ("tracking.diagnostic_plots=some", r"tracking.diagnostic_plots must be one of \['best', 'all'\], got 'some'"),
 ])
 def test_bad_values_are_named(override, message, tmp_path):
     import torch
