@@ -49,7 +49,9 @@ class LinearClassifier:
         """Write the weights as plain tensors (loadable without executing code)."""
         if self.W is None:
             raise RuntimeError(f"{type(self).__name__} has no weights to save")
-        torch.save({"W": self.W.detach().cpu(), "loss": self.loss_name}, Path(path))
+        # clone(): torch.save writes a view's whole storage (a trial cut from a stack of K would
+        # write all K weight matrices).
+        torch.save({"W": self.W.detach().cpu().clone(), "loss": self.loss_name}, Path(path))
 
     def load(self, path, device=None) -> "LinearClassifier":
         """Read weights saved by :meth:`save` (``weights_only=True``: refuses pickled code)."""

@@ -229,7 +229,8 @@ def _run_group(specs: List[TrialSpec], device: torch.device, tracker: Optional[T
             number=spec.number, status=status, iterations=iters_run, seconds=train_seconds,
             val_acc=last_val, train_acc=final_train[k] if status != DIVERGED else float("nan"),
             test_acc=final_test[k] if (final_test and status == COMPLETED) else None,
-            weights=result.W[k].detach().cpu(), val_history=dict(val_hist[k]),
+            weights=result.W[k].detach().cpu().clone(),  # its own storage, not a view of the stack
+            val_history=dict(val_hist[k]),
             loss_curve=_loss_curve(loss_history[:iters_run, k], cfg.tracking.loss_every),
             val_predictions=val_pred[k] if (val_pred is not None and status != DIVERGED) else None)
         if status == DIVERGED:

@@ -112,6 +112,11 @@ def test_classifier_train_predict_save_load(cls, tmp_path):
     assert torch.equal(again.predict(X), model.predict(X))
     loss, dW = again.loss(X[:10], y[:10], 0.0)
     assert dW.shape == model.W.shape
+    # A trial's weights cut from a stack of K are saved alone, not with the whole stack.
+    stack = torch.randn(50, *model.W.shape)
+    cls(stack[3]).save(path)
+    assert path.stat().st_size < 2 * model.W.numel() * 4 + 4096
+    assert torch.equal(lm.load_classifier(path).W, stack[3])
 
 
 def test_load_refuses_pickled_code(tmp_path):
