@@ -1,4 +1,4 @@
-"""Train K linear classifiers (one loss, K learning rates / L2 strengths) as one model.
+"""Train K linear classifiers (K learning rates / L2 strengths, SVM or softmax each) as one model.
 
 The K weight matrices are stacked as W (D, K, C). With a shared minibatch every SGD step is
 two wide matrix products, ``(B, D) @ (D, K*C)`` and ``(D, B) @ (B, K*C)``, instead of 2K thin
@@ -112,6 +112,19 @@ def _class_scores(X: torch.Tensor, W2: torch.Tensor, matmul_dtype) -> torch.Tens
     return X @ W2 if matmul_dtype is None else X.to(matmul_dtype) @ W2
 
 
+def _loss_segments(losses: Sequence[str]):
+    """One loss name when all trials share it, else run-length segments ((name, start, stop), ...)
+    for the step's heads (few segments when trials come grouped by loss)."""
+    if len(set(losses)) == 1:
+        return losses[0]
+    segments, start = [], 0
+    for j in range(1, len(losses) + 1):
+        if j == len(losses) or losses[j] != losses[start]:
+            segments.append((losses[start], start, j))
+            start = j
+    return tuple(segments)
+
+
 def _per_trial(name: str, values, K: int) -> list:
     values = list(values) if isinstance(values, (list, tuple)) or torch.is_tensor(values) else [values] * K
     if len(values) != K:
@@ -121,7 +134,7 @@ def _per_trial(name: str, values, K: int) -> list:
 
 @torch.no_grad()
 def train_linear_classifiers_batched(
-    loss: str,
+    loss,
     X: torch.Tensor,
     y: torch.Tensor,
     learning_rates: Sequence[float],
@@ -144,10 +157,11 @@ def train_linear_classifiers_batched(
     loss_every: int = 1,
     callback: Optional[Callable[[BatchedProgress], object]] = None,
 ) -> BatchedResult:
-    """Train K = len(learning_rates) classifiers of one loss together with minibatch SGD.
+    """Train K = len(learning_rates) linear classifiers together with minibatch SGD.
 
     Args:
-        loss: "svm" or "softmax".
+        loss: "svm" or "softmax", or one of them per trial (the two matmuls are shared; trials
+            listed grouped by loss take one loss head each).
         X: (N, D) training data, y: (N,) int64 labels.
         learning_rates, regs: length K. num_iters: an int or one per trial (a trial stops after
             its own count). lr_schedules: "none" | "step" | "cosine", or one per trial.
@@ -168,9 +182,11 @@ def train_linear_classifiers_batched(
     Returns:
         BatchedResult.
     """
-    batched_loss_function(loss)  # checks the name
     K = len(learning_rates)
     check_int("number of trials", K)
+    losses = [loss] * K if isinstance(loss, str) else _per_trial("loss", loss, K)
+    for name in set(losses):
+        batched_loss_function(name)  # checks the name
     lrs = [check_positive("learning_rate", lr) for lr in _per_trial("learning_rates", learning_rates, K)]
     regs = [check_nonnegative("reg", r) for r in _per_trial("regs", regs, K)]
     iters = [check_int("num_iters", int(n)) for n in _per_trial("num_iters", num_iters, K)]
@@ -238,6 +254,7 @@ def train_linear_classifiers_batched(
     measured[::loss_every] = True
     measured[[c - 1 for c in checkpoints]] = True
     measured_host = measured.tolist()
+    heads = _loss_segments([losses[k] for k in active])
     step = 0
     for stop in sorted(checkpoints):
         for t in range(step, stop):
@@ -252,7 +269,7 @@ def train_linear_classifiers_batched(
                 idx = torch.randint(num_train, (len(active), batch_size), device=device, generator=generator)
                 X_batch, y_batch = X.index_select(0, idx.view(-1)).view(*idx.shape, D), y[idx]
             # W <- W - lr * dW for live trials; a diverged trial keeps its last weights.
-            hist_act[t] = _sgd_step_(loss, W_act, X_batch, y_batch, reg_act, lr_act[t], alive, scale=scale,
+            hist_act[t] = _sgd_step_(heads, W_act, X_batch, y_batch, reg_act, lr_act[t], alive, scale=scale,
                                      fold=fold, matmul_dtype=matmul_dtype, work=work,
                                      with_reg_loss=measured_host[t])
             first_bad.masked_fill_(~alive & (first_bad < 0), t)
@@ -305,6 +322,7 @@ def train_linear_classifiers_batched(
                 break
             keep_t = torch.tensor(keep, device=device)
             active = [active[j] for j in keep]
+            heads = _loss_segments([losses[k] for k in active])
             W_act = W_act.index_select(1, keep_t)
             scale = scale.index_select(0, keep_t)
             lr_act = lr_act.index_select(1, keep_t)

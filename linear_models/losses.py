@@ -174,6 +174,19 @@ def _softmax_step_head(scores: torch.Tensor, index: torch.Tensor, one_hot: torch
 
 
 _STEP_HEADS = {"svm": _svm_step_head, "softmax": _softmax_step_head}
+
+
+def _step_head(loss, scores: torch.Tensor, index: torch.Tensor, one_hot: torch.Tensor):
+    """The loss heads over scores (N, K, C): one loss name, or segments ((name, start, stop), ...)
+    of the K trials; returns the data loss (K,) and d loss / d scores (N, K, C)."""
+    if isinstance(loss, str):
+        return _STEP_HEADS[loss](scores, index, one_hot)
+    per_trial_y = one_hot.shape[1] > 1
+    parts = [_STEP_HEADS[name](scores[:, a:b], index[:, a:b], one_hot[:, a:b] if per_trial_y else one_hot)
+             for name, a, b in loss]
+    if len(parts) == 1:
+        return parts[0]
+    return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts], dim=1)
 _SUM_SQ_BLOCK_BYTES = 1 << 20  # CPU: square W in row blocks whose accumulator stays in the cache
 
 
@@ -223,7 +236,9 @@ def _sgd_step_(loss: str, W: torch.Tensor, X: torch.Tensor, y: torch.Tensor, reg
     caller folds before reading W and before ``scale`` could under- or overflow.
 
     Args:
-        loss: "svm" or "softmax". W: (D, K, C) contiguous, updated in place.
+        loss: "svm" or "softmax" for all K trials, or segments ((loss, start, stop), ...) of
+            trials (columns start..stop-1 of W) with one loss each.
+        W: (D, K, C) contiguous, updated in place.
         X: (N, D) shared minibatch and y (N,); or per-trial X (K, N, D), y (K, N).
         reg, lr: (K,) this step's L2 strengths and learning rates.
         alive: (K,) bool, updated in place: a trial whose loss is NaN/inf now or earlier
@@ -252,7 +267,7 @@ def _sgd_step_(loss: str, W: torch.Tensor, X: torch.Tensor, y: torch.Tensor, reg
     index = _label_index(y, N, K)
     one_hot = torch.zeros(N, index.shape[1] if y.dim() == 2 else 1, C, dtype=W.dtype, device=W.device)
     one_hot.scatter_(2, index[:, : one_hot.shape[1]], 1.0)  # (N, 1, C) or per trial (N, K, C)
-    data_loss, grad_scores = _STEP_HEADS[loss](scores, index, one_hot)
+    data_loss, grad_scores = _step_head(loss, scores, index, one_hot)
     loss_k = data_loss / N + reg * sum_sq if sum_sq is not None else data_loss / N
     alive &= torch.isfinite(loss_k)
     rate = torch.where(alive, lr, 0.0)  # (K,); 0 freezes a diverged trial

@@ -35,6 +35,34 @@ def test_batched_equals_separate_runs(loss):
     assert torch.isnan(res.val_history[2:, 2]).all()  # trial 2 finished at 35
 
 
+@pytest.mark.parametrize("shared", [True, False])
+def test_mixed_losses_equal_separate_runs(shared):
+    # SVM and softmax trials share the matmuls of one stack; listed interleaved on purpose
+    # (several head segments), and trials leave the stack at different steps.
+    X, y = blobs(N=200, D=12, C=5)
+    losses = ["svm", "softmax", "softmax", "svm", "svm"]
+    lrs, regs, iters = [1e-2, 5e-2, 1e-1, 3e-2, 1e30], [1e-3, 1e-2, 0.0, 1e-1, 1e3], [60, 60, 35, 60, 60]
+    # Independent batches are drawn for the trials still training: keep the leaving ones the same
+    # in the reference (no diverging trial, whose step depends on its loss).
+    K = 5 if shared else 4
+    losses, lrs, regs, iters = losses[:K], lrs[:K], regs[:K], iters[:K]
+    W0 = 1e-3 * torch.randn(X.shape[1], K, 5, dtype=X.dtype, generator=torch.Generator().manual_seed(9))
+    res = lm.train_linear_classifiers_batched(losses, X * 10, y, lrs, regs, iters, 32, W_init=W0,
+                                              generator=torch.Generator().manual_seed(7), X_val=X, y_val=y,
+                                              eval_every=20, shared_batches=shared)
+    assert res.status == ["completed"] * 4 + ["diverged"] * (K - 4)
+    for k in range(4):
+        if shared:
+            W_k, hist_k = separate_run(losses[k], X * 10, y, W0[:, k, :], lrs[k], regs[k], iters[k], 32, 7)
+        else:  # independent batches: the same trial alone in a one-loss stack
+            alone = lm.train_linear_classifiers_batched(losses[k], X * 10, y, lrs, regs, iters, 32, W_init=W0,
+                                                        generator=torch.Generator().manual_seed(7),
+                                                        shared_batches=False)
+            W_k, hist_k = alone.W[k], alone.trial_loss_history(k)
+        assert ((res.W[k] - W_k).abs().max() / W_k.abs().max()).item() < 1e-10, (k, losses[k])
+        assert torch.allclose(res.trial_loss_history(k), hist_k, rtol=1e-10, atol=0)
+
+
 @pytest.mark.parametrize("loss", ["svm", "softmax"])
 def test_batched_equals_separate_runs_under_strong_weight_decay(loss):
     # 2 * lr * reg = 0.5, 1 (decay factor exactly 0), 3 (factor -2, W grows 2x per step), 1e-3,
