@@ -1,8 +1,9 @@
 """Train a batch of trials and record each one: the code both the sweeper and a single run use.
 
-Trials whose configs differ only in learning rate, regularization, iteration count and
-learning-rate decay train together as one stacked model (linear_models' batched trainer);
-other differences (loss, batch size, dtype, dataset, seed) split the batch into groups.
+Trials whose configs differ only in loss (SVM or softmax), learning rate, regularization,
+iteration count and learning-rate decay train together as one stacked model (linear_models'
+batched trainer: the two matmuls of a step are shared, each loss has its head); other
+differences (batch size, dtype, dataset, seed) split the batch into groups.
 
 Every trial starts from the same initial weights and sees the same minibatch sequence for a
 given seed, so a trial's result depends on its own params and the seed only, never on which
@@ -32,7 +33,7 @@ from .tracking import Tracker
 log = logging.getLogger(__name__)
 
 # Keys that may differ between trials trained as one stacked model.
-BATCHABLE_KEYS = ("model.learning_rate", "model.reg", "model.num_iters", "model.lr_decay")
+BATCHABLE_KEYS = ("loss.name", "model.learning_rate", "model.reg", "model.num_iters", "model.lr_decay")
 TRAIN_SUBSET = 2_000  # periodic train accuracy is measured on this many fixed training examples
 
 COMPLETED, PRUNED, DIVERGED, ERROR = "completed", "pruned", "diverged", "error"
@@ -100,7 +101,7 @@ def trial_params(cfg: DictConfig, device: torch.device) -> Dict[str, Any]:
 def run_trials(specs: Sequence[TrialSpec], tracker: Optional[Tracker], *, report_intermediate: bool = False,
                should_prune: Optional[Callable[[Any], bool]] = None,
                devices: Optional[Sequence[torch.device]] = None, executor=None,
-               diagnostic_plots: bool = True) -> List[TrialOutcome]:
+               diagnostic_plots: Optional[bool] = True) -> List[TrialOutcome]:
     """Train ``specs`` (grouped into stacked models) and log each to its MLflow run.
 
     The MLflow runs stay RUNNING: the caller ends them once Optuna has been told, so both
@@ -109,8 +110,9 @@ def run_trials(specs: Sequence[TrialSpec], tracker: Optional[Tracker], *, report
     ``executor``: record trials there (e.g. a background thread) instead of before returning;
     each outcome's ``recorded`` future then tells when (and whether) its recording is done.
     ``diagnostic_plots``: draw each run's loss-curve and confusion images (with
-    ``tracking.log_images``); without, the caller draws them for the trials it picks
-    (:func:`save_diagnostic_plots`).
+    ``tracking.log_images``); False: the caller draws them for the trials it picks
+    (:func:`save_diagnostic_plots`); None: as each config's ``tracking.diagnostic_plots`` says
+    (``all``: every run; ``best``: the caller's pick).
     """
     groups: Dict[str, List[int]] = {}
     for i, spec in enumerate(specs):
@@ -118,6 +120,7 @@ def run_trials(specs: Sequence[TrialSpec], tracker: Optional[Tracker], *, report
     # Several GPUs: each group is split into one stacked model per device, trained side by side.
     jobs = []
     for indices in groups.values():
+        indices.sort(key=lambda i: specs[i].cfg.loss.name)  # one loss head per loss (stable sort)
         devs = list(devices) if devices else available_devices(specs[indices[0]].cfg.device.type)
         n = min(len(devs), len(indices))
         jobs += [(indices[j::n], devs[j]) for j in range(n)]
@@ -159,8 +162,10 @@ def available_devices(kind: str) -> List[torch.device]:
 
 def _run_group(specs: List[TrialSpec], device: torch.device, tracker: Optional[Tracker], report_intermediate: bool,
                should_prune: Optional[Callable[[Any], bool]], executor=None,
-               diagnostic_plots: bool = True) -> List[TrialOutcome]:
+               diagnostic_plots: Optional[bool] = True) -> List[TrialOutcome]:
     cfg = specs[0].cfg
+    if diagnostic_plots is None:
+        diagnostic_plots = cfg.tracking.diagnostic_plots == "all"
     data = load_data(cfg.dataset, cfg.model.dtype, device)
     X, y = data["X_train"], data["y_train"]
     X_val, y_val = data["X_val"], data["y_val"]
@@ -205,7 +210,7 @@ def _run_group(specs: List[TrialSpec], device: torch.device, tracker: Optional[T
 
     start = time.perf_counter()
     result = lm.train_linear_classifiers_batched(
-        cfg.loss.name, X, y,
+        [s.cfg.loss.name for s in specs], X, y,
         [s.cfg.model.learning_rate for s in specs], [s.cfg.model.reg for s in specs], iters,
         cfg.model.batch_size, X_val=X_val, y_val=y_val, eval_every=eval_every, generator=gen,
         W_init=W_init, lr_schedules=[s.cfg.model.lr_decay for s in specs],
@@ -298,7 +303,7 @@ def _record(tracker: Tracker, spec: TrialSpec, out: TrialOutcome, train_hist: Di
             if diagnostic_plots:
                 save_diagnostic_plots(tmp, spec, out, data)
         if cfg.tracking.log_weights and out.status != DIVERGED:
-            clf = lm.classifier_for_loss(cfg.loss.name)(out.weights)
+            clf = lm.classifier_for_loss(spec.cfg.loss.name)(out.weights)
             clf.save(tmp / "weights.pt")
 
 

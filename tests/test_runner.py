@@ -32,6 +32,9 @@ def test_group_key_ignores_only_batchable_keys(base_cfg):
     b = spec(base_cfg, 1, learning_rate=0.2, reg=0.0).cfg
     c = spec(base_cfg, 2, batch_size=32).cfg
     assert group_key(a) == group_key(b) != group_key(c)
+    other_loss = a.copy()
+    other_loss.loss.name = "softmax"  # SVM and softmax trials share one stack's matmuls
+    assert group_key(other_loss) == group_key(a)
     # Keys compare configs unresolved: a change behind an interpolation still splits the batch.
     d = spec(base_cfg, 3, learning_rate=0.3).cfg
     d.data_dir, d.dataset.root = "/elsewhere", "${data_dir}/cifar10"
