@@ -91,6 +91,10 @@ class SweepError(RuntimeError):
     """The sweep cannot go on (bad settings, too many failures)."""
 
 
+class _StoppedWithOtherStudy(Exception):
+    """Thrown into a study's loop when another study of the launch failed: it stops as on Ctrl-C."""
+
+
 def _rule(ok: bool, name: str, rule: str, value) -> None:
     if not ok:
         raise ConfigError(f"hydra.sweeper.{name} must be {rule}, got {value!r}")
@@ -187,12 +191,21 @@ class SweepLoop:
                                               diagnostic_plots=None))
                     for i in members:
                         outcomes[i] = [next(results) for _ in round_[i][1]]
+                errors = []
                 for i in round_:
-                    advance(i, outcomes[i])
+                    try:
+                        advance(i, outcomes[i])
+                    except BaseException as e:  # the other studies still record this round's trials
+                        errors.append(e)
+                if errors:
+                    raise errors[0]
         except BaseException as error:
-            for i in list(batches):  # each open study cleans up: Ctrl-C marks its trials, ends its run
+            # The studies still open stop as on Ctrl-C: their open trials FAIL (Optuna) / KILLED
+            # (MLflow) and re-queued, their parent runs KILLED.
+            stop = error if isinstance(error, KeyboardInterrupt) else _StoppedWithOtherStudy(str(error))
+            for i in list(batches):
                 try:
-                    studies[i].throw(error)
+                    studies[i].throw(stop)
                 except BaseException:  # noqa: BLE001 -- the first error is the one raised
                     pass
             raise
@@ -420,7 +433,7 @@ class SweepLoop:
                 trained_at = time.time()
                 pending += [finisher.submit(finish, spec, out, heartbeat) for spec, out in zip(runnable, outcomes)]
                 specs = []
-        except KeyboardInterrupt:
+        except (KeyboardInterrupt, _StoppedWithOtherStudy):
             try:
                 drain()  # trials already trained are recorded and told
             finally:

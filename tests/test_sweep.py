@@ -68,6 +68,7 @@ def test_multirun_records_studies_trials_metrics_artifacts(two_loss_sweep):
                 assert key in p
             m = run.data.metrics
             assert 0 <= m["train_acc"] <= 1 and 0 <= m["val_acc"] <= 1 and m["trial_seconds"] > 0
+            assert m["trials_in_batch"] == 4  # each round: both studies' batches of 2 in one stack
             curve = client.get_metric_history(run.info.run_id, "train_loss")
             assert [x.step for x in curve] == list(range(0, 60, 20)) + [59]
             val_curve = client.get_metric_history(run.info.run_id, "val_acc")
@@ -163,6 +164,33 @@ def test_divergent_trial_fails_and_sweep_goes_on(tmp_path):
     assert {"loss_curve.png", "confusion_val.png", "templates.png", "weights.pt"} <= artifacts[0.01]
     assert "loss_curve.png" in artifacts[1e6]
     assert not {"confusion_val.png", "templates.png", "weights.pt"} & artifacts[1e6]
+
+
+def test_studies_train_side_by_side_and_one_failing_stops_the_other_cleanly(tmp_path):
+    # Two studies (an outer grid); every trial of the second diverges (huge initial weights).
+    # Round 1 trains both batches together; at round 2 the second study is over its failure
+    # rate: the first has asked its next batch already, which is marked FAIL/KILLED and
+    # re-queued, and the next launch finishes it. No run is left RUNNING.
+    work = tmp_path / "work"
+    grid = ["hydra.sweeper.sampler=tpe", "hydra.sweeper.n_trials=10", "hydra.sweeper.batch_size=5",
+            "model.init_scale=1e-6,1e30"]
+    proc = run_sweep(work, *grid, check=False)
+    assert proc.returncode != 0
+    good, bad = (load_study(work, f"{EXPERIMENT}[model.init_scale={v}]") for v in ("1e-06", "1e+30"))
+    assert f"5 of 5 trials failed in study {bad.study_name}" in proc.stderr
+    states = [t.state for t in good.trials]
+    assert states.count(TrialState.COMPLETE) == 5 and states.count(TrialState.FAIL) == 5
+    assert all(t.user_attrs["fail_reason"] == "interrupted" for t in good.trials if t.state == TrialState.FAIL)
+    assert [t.state for t in bad.trials] == [TrialState.FAIL] * 5
+    client = mlflow_client(work)
+    assert not trial_runs(client, extra="attributes.status = 'RUNNING'")
+    parents = {r.data.tags["optuna.study_name"]: r.info.status for r in client.search_runs(
+        [client.get_experiment_by_name(EXPERIMENT).experiment_id], "tags.`linear_sweeps.role` = 'study'")}
+    assert parents == {good.study_name: "KILLED", bad.study_name: "FAILED"}
+    run_sweep(work, *grid, check=False)  # the same launch again: the first study finishes
+    good = load_study(work, good.study_name)
+    assert sum(t.state == TrialState.COMPLETE for t in good.trials) == 10
+    assert not trial_runs(client, extra="attributes.status = 'RUNNING'")
 
 
 def test_batched_and_sequential_sweeps_agree(tmp_path):
