@@ -86,7 +86,7 @@ def log_study_report(study: optuna.Study, tracker, parent_id: str, summary: Dict
             _save_optuna_plot(ovm.plot_optimization_history, study, tmp / "optimization_history.png", PLOT_MARGINS)
         # Over exactly lr x reg the accuracy map shows both parameters' effect: the contour would
         # draw it again (0.5 s), and the importances cost 1.5 s of scikit-learn import (Optuna's
-        # importance module loads it) in the middle of the next study's training.
+        # importance module loads it) while the next round trains.
         if complete and set(complete[-1].distributions) != {LR_KEY, REG_KEY}:
             _save_optuna_plot(ovm.plot_contour, study, tmp / "contour.png", PLOT_MARGINS)
             if len(complete) >= MIN_TRIALS_FOR_IMPORTANCE:

@@ -1,10 +1,11 @@
 """The sweep loop behind the `linear_optuna` Hydra sweeper: ask -> train (batched) -> tell.
 
 For each outer-grid cell (e.g. loss=svm and loss=softmax) one Optuna study with the full
-``n_trials``; each study has a parent MLflow run and one nested run per trial. Trials are
-asked ``batch_size`` at a time under the study lock, trained together in this process on one
-device, told to Optuna, and their MLflow runs ended in the matching state. Any number of
-workers may run the same command against one storage: they share the study and its budget.
+``n_trials``; each study has a parent MLflow run and one nested run per trial. The studies run
+side by side: each round, every study asks ``batch_size`` trials under its study lock, and all
+of them train together in this process (one stacked model where their configs allow), are told
+to Optuna, and their MLflow runs ended in the matching state. Any number of workers may run the
+same command against one storage: they share the studies and their budgets.
 """
 from __future__ import annotations
 
@@ -140,7 +141,7 @@ class SweepLoop:
         # Compose and check every cell (and the corners of the search space) before any run.
         cells = [(cell, self._compose_cell(plan, cell)) for cell in plan.cells]
         # One background thread records trials, tells Optuna and writes study reports, in order,
-        # while the main thread trains: the next batch, or the next study's first one.
+        # while the main thread trains the next round.
         finisher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="finish-trials")
         # The training loop needs the GIL for a moment before each torch op; with Python's
         # default 5 ms switch interval a busy recording thread stalls it (measured: the trainer
@@ -453,7 +454,7 @@ class SweepLoop:
             summary = self._finalize(study, tracker, parent_id, base, n_trials, local_best)
             timing["finalize_seconds"] = time.perf_counter() - started - timing["wall_seconds"]
             # started_at / trained_at / ended_at (Unix seconds) place the studies of a launch on one
-            # time line: a study's recording and report overlap the next study's training.
+            # time line (they run side by side; recording overlaps the next round's training).
             summary["this_launch"] = {"trials_run": counts["ran"], "batch_size": k_max,
                                       **{k: round(v, 3) for k, v in timing.items()},
                                       "started_at": round(started_at, 3), "trained_at": round(trained_at, 3),
