@@ -187,7 +187,8 @@ class SweepLoop:
                     by_tracker.setdefault(id(tracker), []).append(i)
                 for members in by_tracker.values():
                     union = [spec for i in members for spec in round_[i][1]]
-                    results = iter(run_trials(union, round_[members[0]][0], report_intermediate=self.pruner_name != "none",
+                    tracker = round_[members[0]][0]
+                    results = iter(run_trials(union, tracker, report_intermediate=self.pruner_name != "none",
                                               should_prune=lambda t: t.should_prune(), executor=finisher,
                                               diagnostic_plots=None))
                     for i in members:
