@@ -51,12 +51,12 @@ class BatchedResult:
     """Outcome of a batched run of K trials.
 
     W: (K, D, C) final weights. loss_history: (T, K) minibatch losses, T = max num_iters, NaN
-    after a trial stopped (and, with ``loss_every`` > 1, at the steps not measured). iterations: iterations each trial ran. status: "completed",
-    "diverged" or "pruned" per trial. val_steps / val_history: check points and (E, K)
-    validation accuracies there (NaN where a trial was no longer training). diverged_loss:
-    the non-finite loss per diverged trial. val_predictions: (K, N_val) int64 predicted
-    validation labels at each trial's last check point (its final weights; -1 for a diverged
-    trial), when validation data was given.
+    after a trial stopped (and, with ``loss_every`` > 1, at the steps not measured).
+    iterations: iterations each trial ran. status: "completed", "diverged" or "pruned" per trial.
+    val_steps / val_history: check points and (E, K) validation accuracies there (NaN where a
+    trial was no longer training). diverged_loss: the non-finite loss per diverged trial.
+    val_predictions: (K, N_val) int64 predicted validation labels at each trial's last check
+    point (its final weights; -1 for a diverged trial), when validation data was given.
     """
 
     W: torch.Tensor

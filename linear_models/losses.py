@@ -187,6 +187,8 @@ def _step_head(loss, scores: torch.Tensor, index: torch.Tensor, one_hot: torch.T
     if len(parts) == 1:
         return parts[0]
     return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts], dim=1)
+
+
 _SUM_SQ_BLOCK_BYTES = 1 << 20  # CPU: square W in row blocks whose accumulator stays in the cache
 
 
@@ -218,7 +220,7 @@ def _step_workspace(K: int, C: int, like: torch.Tensor) -> torch.Tensor:
     return torch.empty(max(_SUM_SQ_BLOCK_BYTES // like.element_size(), K * C), dtype=like.dtype, device=like.device)
 
 
-def _sgd_step_(loss: str, W: torch.Tensor, X: torch.Tensor, y: torch.Tensor, reg: torch.Tensor,
+def _sgd_step_(loss, W: torch.Tensor, X: torch.Tensor, y: torch.Tensor, reg: torch.Tensor,
                lr: torch.Tensor, alive: torch.Tensor, *, scale: Optional[torch.Tensor] = None,
                fold: bool = True, matmul_dtype=None, work: Optional[torch.Tensor] = None,
                with_reg_loss: bool = True) -> torch.Tensor:

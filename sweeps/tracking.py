@@ -211,7 +211,8 @@ class Tracker:
         now = int(time.time() * 1000)
         self._log_metric_objects(run_id, [Metric(k, float(v), now, step) for k, v in values.items()])
 
-    def log_series(self, run_id: str, series: Mapping[str, tuple], tags: Optional[Mapping[str, object]] = None) -> None:
+    def log_series(self, run_id: str, series: Mapping[str, tuple],
+                   tags: Optional[Mapping[str, object]] = None) -> None:
         """series: {key: (steps, values)} sent in batches of at most 1,000 points; ``tags`` ride
         along with the first batch."""
         now = int(time.time() * 1000)
