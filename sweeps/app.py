@@ -52,9 +52,12 @@ def train(cfg: DictConfig) -> float:
         overrides = ""
     run_id = tracker.create_run(f"{cfg.loss.name} single lr={cfg.model.learning_rate:.2e} reg={cfg.model.reg:.2e}",
                                 tags={TAG_ROLE: "single", TAG_OVERRIDES: overrides}, params=trial_params(cfg, device))
+    from .engine.shutdown import ShutdownGuard
+
     status = "FAILED"
     try:
-        (out,) = run_trials([TrialSpec(cfg=cfg, run_id=run_id)], tracker)
+        with ShutdownGuard(timeout=10):  # SIGTERM / SIGHUP end the run KILLED, as Ctrl-C does
+            (out,) = run_trials([TrialSpec(cfg=cfg, run_id=run_id)], tracker)
         if out.status == COMPLETED:
             W = out.weights.to(device)
             out.test_acc = lm.accuracy(lm.predict_linear_classifier(W, data["X_test"]), data["y_test"])
@@ -90,8 +93,13 @@ def _hydra_main(cfg: DictConfig) -> float:
 
 
 def main() -> None:
+    from .engine.shutdown import SweepInterrupted
+
     try:
         _hydra_main()
+    except SweepInterrupted as e:  # open trials are marked for the next launch: say so, no traceback
+        print(f"linear-sweep: {e} (a sweep resumes when the same command runs again)", file=sys.stderr)
+        raise SystemExit(e.exit_code) from None
     finally:
         # The process ends here: skip the interpreter's last full garbage collection over
         # every object a sweep leaves behind (about 2 s; the OS frees the memory anyway).

@@ -176,6 +176,11 @@ class Tracker:
         return self._experiment_id
 
     @_retrying
+    def open_store(self) -> None:
+        """Connect (a new embedded store runs its schema migrations) without creating anything."""
+        self.client.get_experiment_by_name(self.experiment_name)
+
+    @_retrying
     def create_run(self, name: str, tags: Mapping[str, str], params: Optional[Mapping] = None) -> str:
         tags = {k: str(v) for k, v in tags.items() if v is not None}
         if code_version():

@@ -23,9 +23,11 @@ def dataset(tmp_path: Path) -> Path:
     return root
 
 
-def run_sweep(workdir: Path, *overrides: str, multirun: bool = True, check: bool = True, env=None,
-              timeout: int = 300) -> subprocess.CompletedProcess:
-    """`python -m sweeps [--multirun] QUICK... overrides...` in ``workdir`` (embedded stores there)."""
+HOOKS = Path(__file__).resolve().parent / "hooks"  # sitecustomize with test-only slow-downs
+
+
+def sweep_command(workdir: Path, *overrides: str, multirun: bool = True, env=None):
+    """(argv, env) of `python -m sweeps [--multirun] QUICK... overrides...` with stores in ``workdir``."""
     workdir.mkdir(parents=True, exist_ok=True)
     args = [sys.executable, "-m", "sweeps"] + (["--multirun"] if multirun else [])
     args += QUICK + [f"dataset.root={dataset(workdir.parent)}", f"dataset.cache_dir={workdir.parent / 'cache'}",
@@ -33,6 +35,24 @@ def run_sweep(workdir: Path, *overrides: str, multirun: bool = True, check: bool
     args += list(overrides)
     full_env = {**os.environ, "PYTHONPATH": str(REPO), "MLFLOW_TRACKING_URI": f"sqlite:///{workdir / 'mlflow.db'}",
                 **(env or {})}
+    return args, full_env
+
+
+def slow_env(train: float = 0.0, record: float = 0.0) -> dict:
+    """Environment that slows training check points / trial recording (tests/hooks)."""
+    return {"PYTHONPATH": f"{HOOKS}{os.pathsep}{REPO}", "LINEAR_SWEEPS_TEST_SLOW_TRAIN": str(train),
+            "LINEAR_SWEEPS_TEST_SLOW_RECORD": str(record)}
+
+
+def start_sweep(workdir: Path, *overrides: str, env=None) -> subprocess.Popen:
+    args, full_env = sweep_command(workdir, *overrides, env=env)
+    return subprocess.Popen(args, cwd=workdir, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def run_sweep(workdir: Path, *overrides: str, multirun: bool = True, check: bool = True, env=None,
+              timeout: int = 300) -> subprocess.CompletedProcess:
+    """`python -m sweeps [--multirun] QUICK... overrides...` in ``workdir`` (embedded stores there)."""
+    args, full_env = sweep_command(workdir, *overrides, multirun=multirun, env=env)
     proc = subprocess.run(args, cwd=workdir, capture_output=True, text=True, timeout=timeout, env=full_env)
     if check and proc.returncode != 0:
         raise AssertionError(f"sweep failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}")

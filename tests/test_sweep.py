@@ -271,13 +271,10 @@ def assert_no_runs(work):
 def test_ctrl_c_kills_open_runs_and_next_launch_resumes(tmp_path):
     work = tmp_path / "work"
     run_sweep(work, "hydra.sweeper.n_trials=1")  # warm the data cache and create the stores
-    from sweep_helpers import QUICK, REPO, dataset
+    from sweep_helpers import slow_env, start_sweep
 
-    args = [sys.executable, "-m", "sweeps", "--multirun", *QUICK, f"dataset.root={dataset(work.parent)}",
-            f"dataset.cache_dir={work.parent / 'cache'}", f"hydra.sweep.dir={work / 'multirun2'}",
-            "hydra.sweeper.n_trials=3", "hydra.sweeper.batch_size=1", "model.num_iters=400000", "eval_every=100000"]
-    env = {**os.environ, "PYTHONPATH": str(REPO), "MLFLOW_TRACKING_URI": f"sqlite:///{work / 'mlflow.db'}"}
-    proc = subprocess.Popen(args, cwd=work, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # Slowed check points (not a longer training: the relaunch must find the same study).
+    proc = start_sweep(work, "hydra.sweeper.n_trials=3", "hydra.sweeper.batch_size=1", env=slow_env(train=5.0))
     try:
         deadline = time.time() + 120
         while time.time() < deadline:
@@ -291,6 +288,7 @@ def test_ctrl_c_kills_open_runs_and_next_launch_resumes(tmp_path):
     finally:
         if proc.poll() is None:
             proc.kill()
+    assert proc.returncode == 130
     study = load_study(work, EXPERIMENT)
     killed = [t for t in study.trials if t.state == TrialState.FAIL]
     assert len(killed) == 1 and killed[0].user_attrs["fail_reason"] == "interrupted"

@@ -20,7 +20,7 @@ class LinearOptunaSweeperConf:
     """
 
     _target_: str = "hydra_plugins.linear_sweeps_sweeper.sweeper.LinearOptunaSweeper"
-    sampler: str = "tpe"  # tpe | random | grid | cmaes | qmc
+    sampler: str = "tpe"  # tpe | random | grid | cmaes | qmc | gp
     seed: Optional[int] = None  # sampler seed (None: the app's `seed`)
     # Extra Optuna sampler arguments; those nested under a sampler's name apply to it alone,
     # e.g. {tpe: {multivariate: true}, n_startup_trials: 5}.
@@ -36,6 +36,7 @@ class LinearOptunaSweeperConf:
     max_retries: int = 1  # re-runs of a trial whose worker died or was interrupted
     heartbeat_interval: int = 10  # seconds; a trial silent for grace_period is failed + retried
     grace_period: Optional[int] = None  # default: 3 x heartbeat_interval
+    shutdown_timeout: float = 10.0  # seconds a signal's cleanup may take before the process exits
     progress_bar: Optional[bool] = None  # null: on a terminal
     params: Dict[str, str] = field(default_factory=dict)
 

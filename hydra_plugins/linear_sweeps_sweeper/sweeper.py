@@ -18,7 +18,7 @@ class LinearOptunaSweeper(Sweeper):
 
         # The dataset decodes (mostly outside the GIL) while MLflow and Optuna import.
         prefetch_data(config, OmegaConf.select(config, "hydra.overrides.task", default=None) or ())
-        from sweeps.sweeper import SweepLoop  # heavy imports (optuna, mlflow) happen here
+        from sweeps.engine import SweepLoop  # heavy imports (optuna, mlflow) happen here
 
         self._loop = SweepLoop(**self._options)
         self._loop.setup(hydra_context=hydra_context, task_function=task_function, config=config)

@@ -1,0 +1,87 @@
+"""The outer grid's cells and their configs: compose a cell's base config (checked, with the
+corners of the search space probed), then each trial's config from its params."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Dict, List, Sequence
+
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from ..config import ConfigError, validate_config
+from ..search_space import SweepPlan
+
+
+@dataclass
+class Cell:
+    """One study's slice of the sweep: its grid overrides and composed base config."""
+
+    overrides: List[str]  # e.g. ["loss=svm"]; [] without an outer grid
+    base: DictConfig
+    plan: SweepPlan
+
+    @property
+    def overrides_tag(self) -> str:
+        """The launch's fixed overrides and this cell's, as the ``hydra.overrides`` tag."""
+        return " ".join(list(self.plan.fixed) + list(self.overrides))
+
+
+class CellComposer:
+    """Composes configs through Hydra's config loader (the same composition as a single run)."""
+
+    def __init__(self, config_loader, root_config: DictConfig):
+        self._loader = config_loader
+        self._root = root_config
+
+    def compose(self, overrides: Sequence[str]) -> DictConfig:
+        cfg = self._loader.load_sweep_config(self._root, list(overrides))
+        with open_dict(cfg):
+            cfg.pop("hydra", None)
+        return cfg
+
+    def cells(self, plan: SweepPlan) -> List[Cell]:
+        """Every cell, composed and checked before any store is touched."""
+        return [Cell(list(cell), self._cell_config(plan, cell), plan) for cell in plan.cells]
+
+    def _cell_config(self, plan: SweepPlan, cell: Sequence[str]) -> DictConfig:
+        base = self.compose(list(plan.fixed) + list(cell))
+        validate_config(base)
+        for key, dist in plan.search_space.items():
+            if OmegaConf.select(base, key, default="__missing__") == "__missing__":
+                raise ConfigError(f"search space: {key} is not a key of the config "
+                                  f"(known sections: {', '.join(base.keys())})")
+            for corner in _corners(dist):  # every corner must be valid, or every trial would fail
+                probe = base.copy()
+                try:
+                    OmegaConf.update(probe, key, corner)
+                    validate_config(probe)
+                except ConfigError as e:
+                    raise ConfigError(f"search space {key} allows an invalid value: {e}") from None
+                except Exception as e:
+                    raise ConfigError(f"search space {key}: value {corner!r} does not fit the config: {e}") from None
+        return base
+
+    def trial_config(self, cell: Cell, params: Dict[str, Any]) -> DictConfig:
+        """A trial's config: the cell's with the trial's params (config groups: composed in full)."""
+        if any("." not in k for k in params):  # a top-level key or config-group choice
+            cfg = self.compose(list(cell.plan.fixed) + list(cell.overrides) + [f"{k}={v}" for k, v in params.items()])
+        else:
+            cfg = cell.base.copy()
+            for k, v in params.items():
+                OmegaConf.update(cfg, k, v)
+        validate_config(cfg)
+        return cfg
+
+
+def _corners(dist) -> List[Any]:
+    if hasattr(dist, "choices"):
+        return list(dist.choices)
+    return [dist.low, dist.high]
+
+
+def _short(v) -> str:
+    return f"{v:.2e}" if isinstance(v, float) else str(v)
+
+
+def trial_run_name(loss: str, number: int, params: Dict[str, Any]) -> str:
+    """``svm-007 learning_rate=1.00e-02 reg=1.00e-05``: family first, so runs sort by it."""
+    return f"{loss}-{number:03d} " + " ".join(f"{k.split('.')[-1]}={_short(v)}" for k, v in params.items())

@@ -1,0 +1,339 @@
+"""The trial ledger: the only code that moves a trial through its states in Optuna and MLflow
+together, so that both stores always agree.
+
+A trial's life, as an explicit state machine (``Phase``)::
+
+    ASKED ──create run──> RUN_CREATED ──trained──> TRAINED ──recorded──> RECORDED ──told──> TOLD
+      │                        │                      │                      │
+      └──── config error ──> TOLD (FAIL / FAILED)     │                      │
+      └────────────── interrupt, error, tracking failure ────────────────────┴──> ABORTED
+
+- TOLD: Optuna COMPLETE / PRUNED / FAIL, the MLflow run FINISHED / KILLED / FAILED to match.
+- ABORTED: FAIL in Optuna with a reason that is not the params' fault (the budget does not count
+  it), the run KILLED, and a WAITING copy re-queued so the next ask re-runs the same params.
+
+Transitions happen under one lock; TOLD and ABORTED are final, so an abort that races a tell
+(a second signal, an error on another thread) changes nothing twice.
+"""
+from __future__ import annotations
+
+import enum
+import logging
+import math
+import threading
+import time
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Tuple
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from .. import optuna_adapter as adapter
+from ..runner import COMPLETED, PRUNED, TrialOutcome, TrialSpec
+from ..storage import FAIL_STALE, Heartbeat
+from ..study import ATTR_FAIL_REASON, ATTR_RUN_ID, FAIL_INTERRUPTED, requeue
+from ..tracking import (TAG_FAILURE, TAG_PARENT, TAG_RETRY_OF, TAG_ROLE, TAG_STUDY, TAG_TRIAL_ID,
+                        TAG_TRIAL_NUMBER, TAG_TRIAL_STATE, Tracker, mlflow_status)
+from . import faults
+from .progress import LaunchStats
+
+log = logging.getLogger(__name__)
+
+
+class Phase(enum.Enum):
+    ASKED = "asked"
+    RUN_CREATED = "run created"
+    TRAINED = "trained"
+    RECORDED = "recorded"
+    TOLD = "told"
+    ABORTED = "aborted"
+
+
+FINAL = (Phase.TOLD, Phase.ABORTED)
+_ALLOWED = {
+    Phase.ASKED: {Phase.RUN_CREATED, Phase.TRAINED, Phase.TOLD, Phase.ABORTED},
+    Phase.RUN_CREATED: {Phase.TRAINED, Phase.ABORTED},
+    Phase.TRAINED: {Phase.RECORDED, Phase.ABORTED},
+    Phase.RECORDED: {Phase.TOLD, Phase.ABORTED},
+    Phase.TOLD: set(),
+    Phase.ABORTED: set(),
+}
+
+
+@dataclass(eq=False)
+class TrialEntry:
+    """One asked trial of this worker. ``spec.cfg`` is None when its config failed."""
+
+    trial: optuna.Trial
+    requeued: bool  # popped from the WAITING queue: a re-run of a failed trial
+    spec: Optional[TrialSpec] = None
+    run_name: str = ""
+    run_tags: Optional[Dict[str, object]] = None
+    run_params: Optional[Dict[str, object]] = None
+    outcome: Optional[TrialOutcome] = None
+    phase: Phase = Phase.ASKED
+
+    @property
+    def trial_id(self) -> int:
+        return adapter.trial_id(self.trial)
+
+    @property
+    def number(self) -> int:
+        return self.trial.number
+
+    @property
+    def run_id(self) -> Optional[str]:
+        return self.spec.run_id if self.spec is not None else None
+
+
+def final_state(out: TrialOutcome) -> Tuple[TrialState, Optional[str]]:
+    """(Optuna state, failure reason or None) of a trained trial."""
+    if out.status == COMPLETED and math.isfinite(out.val_acc):
+        return TrialState.COMPLETE, None
+    if out.status == PRUNED:
+        return TrialState.PRUNED, None
+    return TrialState.FAIL, out.message or f"error: {out.status}: no finite validation accuracy"
+
+
+def state_tags(state: str, reason: Optional[str]) -> Dict[str, str]:
+    """The MLflow tags of a trial's final state (``state``: an Optuna state name)."""
+    tags = {TAG_TRIAL_STATE: state}
+    if reason:
+        tags[TAG_FAILURE] = reason
+    return tags
+
+
+def final_state_tags(out: TrialOutcome) -> Dict[str, str]:
+    state, reason = final_state(out)
+    return state_tags(state.name, reason)
+
+
+class TrialLedger:
+    """The trials of one study that this worker has asked, and those it repairs for others."""
+
+    def __init__(self, study: optuna.Study, tracker: Tracker, parent_id: str, heartbeat: Heartbeat,
+                 stats: LaunchStats, max_retries: int, better):
+        self.study, self.tracker, self.parent_id = study, tracker, parent_id
+        self.storage = adapter.storage_of(study)  # writes go through the study's own (cached) storage
+        self.heartbeat, self.stats = heartbeat, stats
+        self.max_retries = max_retries
+        self._better = better
+        self._lock = threading.RLock()
+        self._open: Dict[int, TrialEntry] = {}  # trial id -> entry, until TOLD or ABORTED
+        self.best: Optional[Tuple[TrialSpec, TrialOutcome]] = None  # this worker's best COMPLETE trial
+        self.on_settled = lambda n: None  # progress callback: n trials reached a final state
+
+    # ------------------------------------------------------------------ state changes
+    def _move(self, entry: TrialEntry, to: Phase) -> None:
+        if to not in _ALLOWED[entry.phase]:
+            raise RuntimeError(f"trial {entry.number}: {entry.phase.value} -> {to.value} is not a transition")
+        entry.phase = to
+        if to in FINAL:
+            self._open.pop(entry.trial_id, None)
+            self.heartbeat.remove([entry.trial_id])
+
+    def admit(self, trial: optuna.Trial, requeued: bool) -> TrialEntry:
+        """A trial just asked (call inside the shutdown guard's critical section)."""
+        entry = TrialEntry(trial, requeued)
+        with self._lock:
+            self._open[entry.trial_id] = entry
+        self.heartbeat.add([entry.trial_id])
+        return entry
+
+    def open_entries(self) -> List[TrialEntry]:
+        with self._lock:
+            return list(self._open.values())
+
+    def owns(self, trial_id: int) -> bool:
+        with self._lock:
+            return trial_id in self._open
+
+    def plan_run(self, entry: TrialEntry, spec: TrialSpec, name: str, tags: Dict[str, object],
+                 params: Dict[str, object]) -> None:
+        entry.spec, entry.run_name, entry.run_tags, entry.run_params = spec, name, tags, params
+
+    def create_runs(self, entries: List[TrialEntry]) -> None:
+        """ASKED -> RUN_CREATED (on the finisher thread, while the batch trains). A failure
+        leaves the entry ASKED: recording it then fails, and it is aborted and re-queued."""
+        t0 = time.perf_counter()
+        for entry in entries:
+            try:
+                faults.check("create_run")
+                self._create_run(entry)
+                with self._lock:
+                    if entry.phase == Phase.ASKED:
+                        self._move(entry, Phase.RUN_CREATED)
+            except Exception:
+                log.exception("could not create the MLflow run of trial %d", entry.number)
+        self.stats.add_bookkeeping(time.perf_counter() - t0)
+
+    def _create_run(self, entry: TrialEntry) -> None:
+        tags = dict(entry.run_tags or {})
+        retry_of = (self.storage.get_trial_system_attrs(entry.trial_id).get("failed_trial")
+                    if entry.requeued else None)
+        if retry_of is not None:
+            tags[TAG_RETRY_OF] = retry_of
+        entry.spec.run_id = self.tracker.create_run(entry.run_name, tags=tags, params=entry.run_params)
+        entry.trial.set_user_attr(ATTR_RUN_ID, entry.spec.run_id)
+
+    def fail_config(self, entry: TrialEntry, error: str) -> None:
+        """ASKED -> TOLD: the trial's params make no valid config (FAIL / FAILED, counted)."""
+        log.warning("trial %d: %s", entry.number, error)
+        with self._lock:
+            self._create_run(entry)
+            entry.trial.set_user_attr(ATTR_FAIL_REASON, error)
+            self._tell(entry.trial, state=TrialState.FAIL)
+            self._close(entry.spec.run_id, "FAIL", error)
+            self._move(entry, Phase.TOLD)
+        self.stats.count(failed=True)
+        self.on_settled(1)
+
+    def trained(self, entry: TrialEntry, outcome: TrialOutcome) -> None:
+        """-> TRAINED; recording was submitted to the finisher by the runner (``outcome.recorded``)."""
+        with self._lock:
+            if entry.phase in FINAL:
+                return
+            entry.outcome = outcome
+            self._move(entry, Phase.TRAINED)
+
+    def settle(self, entry: TrialEntry) -> None:
+        """TRAINED -> RECORDED -> TOLD, on the finisher thread, after the trial's recording job.
+        Any failure on the way aborts the trial instead (FAIL, KILLED, re-queued)."""
+        out = entry.outcome
+        t0 = time.perf_counter()
+        try:
+            if out.recorded is not None:
+                out.recorded.result()  # raises if recording failed
+            faults.check("record")
+            if entry.run_id is None:
+                raise RuntimeError("it has no MLflow run (creating it failed)")
+            with self._lock:
+                if entry.phase in FINAL:
+                    return
+                self._move(entry, Phase.RECORDED)
+                state = self._tell_outcome(entry)
+        except Exception as e:
+            log.exception("could not record trial %d", entry.number)
+            self.abort(entry, f"tracking: could not record trial: {type(e).__name__}: {e}", self.max_retries)
+            self.stats.count(failed=True, train=out.seconds, tracking=out.tracking_seconds)
+            return
+        self.stats.count(failed=state == TrialState.FAIL, train=out.seconds, tracking=out.tracking_seconds,
+                         bookkeeping=time.perf_counter() - t0)
+        if state == TrialState.COMPLETE and out.weights is not None and (
+                self.best is None or self._better(out.val_acc, self.best[1].val_acc)):
+            self.best = (entry.spec, out)
+        self.on_settled(1)
+
+    def _tell_outcome(self, entry: TrialEntry) -> TrialState:
+        out = entry.outcome
+        state, reason = final_state(out)
+        faults.check("tell")
+        if state == TrialState.COMPLETE:
+            self._tell(entry.trial, out.val_acc)
+        elif state == TrialState.PRUNED:
+            self._tell(entry.trial, state=TrialState.PRUNED)
+        else:
+            entry.trial.set_user_attr(ATTR_FAIL_REASON, reason)
+            self._tell(entry.trial, state=TrialState.FAIL)
+            log.warning("trial %d failed: %s", entry.number, reason)
+        self._move(entry, Phase.TOLD)
+        faults.check("close_run")
+        self._close(entry.run_id, state.name, reason, logged_tags=out.logged_tags)
+        return state
+
+    def abort(self, entry: TrialEntry, reason: str, max_retries: Optional[int] = None) -> None:
+        """Any open phase -> ABORTED: FAIL (not counted), run KILLED, re-queued. Idempotent."""
+        with self._lock:
+            if entry.phase in FINAL:
+                return
+            frozen = self.storage.get_trial(entry.trial_id)
+            run_id = entry.run_id or self.ensure_run(frozen)  # linked while the trial is still open
+            if frozen.state == TrialState.RUNNING:
+                self.storage.set_trial_user_attr(entry.trial_id, ATTR_FAIL_REASON, reason)
+                self._tell(entry.trial, state=TrialState.FAIL)
+                frozen = self.storage.get_trial(entry.trial_id)
+            self._move(entry, Phase.ABORTED)
+        # Its Optuna state is final now; the rest repairs itself on a relaunch if it fails here.
+        state_reason = frozen.user_attrs.get(ATTR_FAIL_REASON) if frozen.state == TrialState.FAIL else None
+        self._close(run_id, frozen.state.name, state_reason)
+        if frozen.state == TrialState.FAIL and state_reason == reason:
+            requeue(self.study, frozen, max_retries)
+
+    def abort_open(self, reason: str = FAIL_INTERRUPTED) -> int:
+        """Abort every open trial (interrupt or error); returns how many were open."""
+        entries = self.open_entries()
+        for entry in entries:
+            try:
+                self.abort(entry, reason)
+            except Exception:  # the others still get their turn; a relaunch repairs this one
+                log.exception("could not mark trial %d as interrupted", entry.number)
+        if entries:
+            log.warning("%s: %d open trials marked FAIL/KILLED and re-queued; rerun the command to resume",
+                        self.study.study_name, len(entries))
+        return len(entries)
+
+    # ------------------------------------------------------------------ MLflow side
+    def _tell(self, trial, *args, **kwargs) -> None:
+        """study.tell, tolerating the grid sampler's study.stop() once the grid is used up
+        (Optuna stores the state before that error is raised)."""
+        try:
+            self.study.tell(trial, *args, **kwargs)
+        except RuntimeError as e:
+            if "Study.stop" not in str(e):
+                raise
+
+    def _close(self, run_id: str, state: str, reason: Optional[str],
+               logged_tags: Optional[Dict[str, str]] = None) -> None:
+        """End a trial's MLflow run to match its Optuna state (``logged_tags``: already sent)."""
+        tags = state_tags(state, reason)
+        if tags != logged_tags:
+            self.tracker.set_tags(run_id, tags)
+        self.tracker.end_run(run_id, mlflow_status(state, reason))
+
+    def ensure_run(self, trial: FrozenTrial) -> str:
+        """The trial's MLflow run id, found by its tags or created bare if it never got one (its
+        worker died between ask and training). Links it in Optuna while the trial is open."""
+        run_id = trial.user_attrs.get(ATTR_RUN_ID)
+        if run_id is not None:
+            return run_id
+        tid = adapter.trial_id(trial)
+        found = self.tracker.search(f"tags.`{TAG_STUDY}` = '{self.study.study_name}' and "
+                                    f"tags.`{TAG_TRIAL_ID}` = '{tid}' and tags.`{TAG_ROLE}` = 'trial'")
+        if found:
+            run_id = found[0].info.run_id
+        else:
+            run_id = self.tracker.create_run(f"trial-{trial.number:03d}", tags={
+                TAG_ROLE: "trial", TAG_PARENT: self.parent_id, TAG_STUDY: self.study.study_name,
+                TAG_TRIAL_NUMBER: trial.number, TAG_TRIAL_ID: tid})
+        try:
+            self.storage.set_trial_user_attr(tid, ATTR_RUN_ID, run_id)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            pass  # finished already: the run has the tags that link it
+        return run_id
+
+    # ------------------------------------------------------------------ others' trials, old launches
+    def before_stale_fail(self, trial: FrozenTrial) -> None:
+        self.ensure_run(trial)
+
+    def after_stale_fail(self, trial: FrozenTrial) -> None:
+        """A trial of a dead worker is FAIL now: close its run and re-queue it."""
+        self._close(self.ensure_run(trial), "FAIL", FAIL_STALE)
+        requeue(self.study, trial, self.max_retries)
+
+    def fail_unadmitted(self, first_number: int, reason: str) -> None:
+        """Trials this worker created but never admitted (an ask that raised half-way): FAIL."""
+        for t in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            if t.number >= first_number and not self.owns(adapter.trial_id(t)):
+                self.storage.set_trial_user_attr(adapter.trial_id(t), ATTR_FAIL_REASON, reason)
+                self.storage.set_trial_state_values(adapter.trial_id(t), state=TrialState.FAIL)
+                self._close(self.ensure_run(self.storage.get_trial(adapter.trial_id(t))), "FAIL", reason)
+
+    def reconcile(self) -> None:
+        """After a crash: finished Optuna trials whose MLflow run is still RUNNING get its state."""
+        running = {r.info.run_id for r in self.tracker.search(
+            f"tags.`{TAG_STUDY}` = '{self.study.study_name}' and attributes.status = 'RUNNING' "
+            f"and tags.`{TAG_ROLE}` = 'trial'")}
+        for t in self.study.get_trials(deepcopy=False):
+            run_id = t.user_attrs.get(ATTR_RUN_ID)
+            if t.state.is_finished() and run_id in running:
+                self._close(run_id, t.state.name, t.user_attrs.get(ATTR_FAIL_REASON))

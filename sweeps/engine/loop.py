@@ -1,0 +1,102 @@
+"""SweepLoop, behind the `linear_optuna` Hydra sweeper: compose and check the cells, open one
+study per cell, let the scheduler run them side by side, write optimization_results.yaml.
+
+For each outer-grid cell (e.g. loss=svm and loss=softmax) one Optuna study with the full
+``n_trials``; each study has a parent MLflow run and one nested run per trial. Any number of
+workers may run the same command against one storage: they share the studies and budgets.
+"""
+from __future__ import annotations
+
+import logging
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import optuna
+from hydra.types import HydraContext, TaskFunction
+from omegaconf import DictConfig, OmegaConf
+
+from ..data import load_data, resolve_device
+from ..search_space import plan_sweep
+from ..storage import make_storage
+from ..study import check_sampler_space, grid_size
+from ..tracking import Tracker, redact_url
+from .cells import Cell, CellComposer
+from .finalize import write_results
+from .opening import open_study
+from .options import SweeperOptions
+from .scheduler import Scheduler
+from .shutdown import ShutdownGuard
+from .study_session import StudySession
+
+log = logging.getLogger(__name__)
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+# The training loop needs the GIL for a moment before each torch op; with Python's default
+# 5 ms switch interval a busy recording thread stalls it (see docs/batched-trials.md).
+GIL_SWITCH_INTERVAL = 1e-4
+
+
+class SweepLoop:
+    def __init__(self, **options: Any) -> None:
+        self.options = SweeperOptions.from_hydra(options)
+        self.config: Optional[DictConfig] = None
+        self._trackers: Dict[str, Tracker] = {}
+
+    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
+        self.config = config
+        self.composer = CellComposer(hydra_context.config_loader, config)
+        self.sweep_dir = Path(str(config.hydra.sweep.dir))
+
+    def sweep(self, arguments: List[str]) -> List[Dict[str, Any]]:
+        plan = plan_sweep(self.options.params, arguments)
+        check_sampler_space(self.options.sampler, plan.search_space)
+        cells = self.composer.cells(plan)  # every cell composed and checked before any store exists
+        finisher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="finish-trials")
+        switch_interval = sys.getswitchinterval()
+        sys.setswitchinterval(GIL_SWITCH_INTERVAL)
+        try:
+            with ShutdownGuard(self.options.shutdown_timeout) as guard:
+                sessions: List[StudySession] = []
+                scheduler = Scheduler(sessions, self.options, finisher, guard)
+                try:
+                    self._open_sessions(cells, finisher, guard, sessions)
+                except BaseException as error:
+                    scheduler.stop(error)  # the studies opened so far stop as on Ctrl-C
+                    raise
+                summaries = scheduler.run()
+        finally:
+            finisher.shutdown(wait=True)
+            sys.setswitchinterval(switch_interval)
+        write_results(self.sweep_dir, self.options.direction, summaries)
+        return summaries
+
+    def _tracker(self, base: DictConfig) -> Tracker:
+        """One Tracker per tracking config: studies that share it train their batches together."""
+        key = OmegaConf.to_yaml(base.tracking, resolve=True)
+        if key not in self._trackers:
+            self._trackers[key] = Tracker.from_config(base.tracking)
+        return self._trackers[key]
+
+    def _open_sessions(self, cells: List[Cell], finisher, guard: ShutdownGuard, sessions: List[StudySession]) -> None:
+        """Load every cell's data (in the background, while the stores open), then open the
+        studies: a data error ends the launch before any study or run exists."""
+        loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="load-data")
+        data = [loader.submit(load_data, c.base.dataset, c.base.model.dtype, resolve_device(c.base.device.type))
+                for c in cells]
+        loader.shutdown(wait=False)
+        o = self.options
+        storage = make_storage(o.storage, o.heartbeat_interval, o.grace_seconds)
+        trackers = [self._tracker(c.base) for c in cells]
+        for tracker in trackers:
+            tracker.open_store()  # schema migrations of a new store run while the data loads
+        for ready in data:
+            ready.result()
+        for i, (cell, tracker) in enumerate(zip(cells, trackers)):
+            n_trials = min(o.n_trials, grid_size(cell.plan.search_space)) if o.sampler == "grid" else o.n_trials
+            seed = o.seed if o.seed is not None else int(cell.base.seed)
+            opened = open_study(storage, cell, o, tracker, seed, n_trials)
+            log.info("study %s: storage %s, tracking %s (experiment %s)", opened.study.study_name,
+                     redact_url(o.storage), redact_url(tracker.uri), tracker.experiment_name)
+            sessions.append(StudySession(opened, cell, o, self.composer, finisher, guard, position=i))

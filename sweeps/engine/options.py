@@ -1,0 +1,98 @@
+"""The sweeper's options (``hydra.sweeper.*``), checked once, as a frozen dataclass."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Dict, Optional
+
+from ..config import ConfigError
+from ..study import PRUNERS, SAMPLERS
+
+CPU_AUTO_BATCH, CUDA_AUTO_BATCH = 64, 256
+
+
+class SweepError(RuntimeError):
+    """The sweep cannot go on (too many failures, stores out of sync, a study that differs)."""
+
+
+def _rule(ok: bool, name: str, rule: str, value) -> None:
+    if not ok:
+        raise ConfigError(f"hydra.sweeper.{name} must be {rule}, got {value!r}")
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+@dataclass(frozen=True)
+class SweeperOptions:
+    sampler: str = "tpe"
+    seed: Optional[int] = None
+    sampler_kwargs: Dict[str, Any] = field(default_factory=dict)
+    pruner: str = "none"
+    pruner_kwargs: Dict[str, Any] = field(default_factory=dict)
+    direction: str = "maximize"
+    n_trials: int = 20
+    storage: Optional[str] = "sqlite:///optuna.db"
+    study_name: Optional[str] = None
+    max_failure_rate: float = 0.5
+    batch_size: Optional[int] = None
+    max_retries: int = 1
+    heartbeat_interval: int = 10
+    grace_period: Optional[int] = None
+    shutdown_timeout: float = 10.0
+    progress_bar: Optional[bool] = None
+    params: Dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        _rule(self.sampler in SAMPLERS, "sampler", f"one of {list(SAMPLERS)}", self.sampler)
+        _rule(self.pruner in PRUNERS, "pruner", f"one of {list(PRUNERS)}", self.pruner)
+        _rule(self.direction in ("maximize", "minimize"), "direction", "'maximize' or 'minimize'", self.direction)
+        _rule(_is_int(self.n_trials) and self.n_trials >= 1, "n_trials", "an integer >= 1", self.n_trials)
+        _rule(self.seed is None or _is_int(self.seed), "seed", "null or an integer", self.seed)
+        _rule(isinstance(self.max_failure_rate, (int, float)) and 0.0 <= self.max_failure_rate <= 1.0,
+              "max_failure_rate", "in [0, 1]", self.max_failure_rate)
+        _rule(self.batch_size is None or (_is_int(self.batch_size) and self.batch_size >= 1), "batch_size",
+              "null (auto) or an integer >= 1", self.batch_size)
+        _rule(_is_int(self.max_retries) and self.max_retries >= 0, "max_retries", "an integer >= 0", self.max_retries)
+        _rule(_is_int(self.heartbeat_interval) and self.heartbeat_interval >= 1, "heartbeat_interval",
+              "an integer >= 1 (seconds)", self.heartbeat_interval)
+        _rule(self.grace_period is None or (_is_int(self.grace_period) and self.grace_period > self.heartbeat_interval),
+              "grace_period", f"null (3 x heartbeat_interval) or an integer > heartbeat_interval "
+              f"({self.heartbeat_interval})", self.grace_period)
+        _rule(isinstance(self.shutdown_timeout, (int, float)) and 0 < self.shutdown_timeout <= 3600,
+              "shutdown_timeout", "in (0, 3600] seconds", self.shutdown_timeout)
+        _rule(self.study_name is None or (isinstance(self.study_name, str) and self.study_name.strip() != ""
+                                          and "'" not in self.study_name),
+              "study_name", "null or a non-empty name without quotes", self.study_name)
+
+    @classmethod
+    def from_hydra(cls, options: Dict[str, Any]) -> "SweeperOptions":
+        known = set(cls.__dataclass_fields__)
+        unknown = sorted(set(options) - known)
+        if unknown:
+            raise ConfigError(f"hydra.sweeper.{unknown[0]} is not an option; known: {', '.join(sorted(known))}")
+        plain = {k: (dict(v) if hasattr(v, "items") else v) for k, v in options.items()}
+        return cls(**plain)
+
+    @property
+    def grace_seconds(self) -> int:
+        return self.grace_period or 3 * self.heartbeat_interval
+
+    @property
+    def model_based(self) -> bool:
+        from ..study import MODEL_BASED_SAMPLERS
+
+        return self.sampler in MODEL_BASED_SAMPLERS
+
+    def batch_size_for(self, device_type: str, n_trials: int) -> int:
+        """Trials asked per round: ``batch_size``, or auto: one stack for samplers that learn
+        nothing between trials, about four rounds per study for model-based ones."""
+        if self.batch_size is not None:
+            return self.batch_size
+        if not self.model_based:
+            return min(CUDA_AUTO_BATCH if device_type == "cuda" else CPU_AUTO_BATCH, n_trials)
+        return max(1, min(CPU_AUTO_BATCH, math.ceil(n_trials / 4)))
+
+    def better(self, value: float, than: float) -> bool:
+        return value > than if self.direction == "maximize" else value < than

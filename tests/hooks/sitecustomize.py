@@ -1,0 +1,37 @@
+"""Test-only slow-downs for sweep subprocesses (put this folder on PYTHONPATH): they stretch the
+moments the signal tests aim at without changing what is trained (a study's objective stays
+the same, so a relaunch without them resumes the same study).
+
+LINEAR_SWEEPS_TEST_SLOW_TRAIN=S  sleep S seconds at each check point of the batched trainer
+LINEAR_SWEEPS_TEST_SLOW_RECORD=S sleep S seconds before each trial's metrics are logged
+"""
+import os
+import time
+
+_train = float(os.environ.get("LINEAR_SWEEPS_TEST_SLOW_TRAIN", 0) or 0)
+_record = float(os.environ.get("LINEAR_SWEEPS_TEST_SLOW_RECORD", 0) or 0)
+
+if _train:
+    import linear_models
+
+    _trainer = linear_models.train_linear_classifiers_batched
+
+    def _slow_trainer(*args, callback=None, **kwargs):
+        def slow_callback(progress):
+            time.sleep(_train)
+            return callback(progress) if callback is not None else []
+
+        return _trainer(*args, callback=slow_callback, **kwargs)
+
+    linear_models.train_linear_classifiers_batched = _slow_trainer
+
+if _record:
+    import sweeps.tracking
+
+    _log_series = sweeps.tracking.Tracker.log_series
+
+    def _slow_log_series(self, *args, **kwargs):
+        time.sleep(_record)
+        return _log_series(self, *args, **kwargs)
+
+    sweeps.tracking.Tracker.log_series = _slow_log_series

@@ -1,0 +1,73 @@
+"""The Optuna internals the engine relies on (sweeps/optuna_adapter.py): a canary that names what
+an Optuna release changed, and the adapter's functions checked against Optuna's own behaviour."""
+import datetime
+import time
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from sweeps import optuna_adapter as adapter
+from sweeps.storage import Heartbeat
+from sweeps.study import make_sampler
+
+
+def test_canary_this_optuna_has_what_the_adapter_uses():
+    problems = adapter.canary_problems()
+    assert not problems, (f"Optuna {optuna.__version__} changed internals that sweeps/optuna_adapter.py uses: "
+                          f"{problems}. Update the adapter (or pin optuna below this release in pyproject.toml).")
+
+
+@pytest.mark.parametrize("sampler", ["random", "tpe"])
+def test_ask_new_trial_asks_what_study_ask_would(sampler, tmp_path):
+    """The batch asker skips ask()'s WAITING-queue scan and must otherwise be ask() itself."""
+    space = {"model.learning_rate": optuna.distributions.FloatDistribution(1e-7, 1e-1, log=True),
+             "model.reg": optuna.distributions.FloatDistribution(1e-6, 1e3, log=True)}
+    asked = {}
+    for how in ("ask", "ask_new_trial"):
+        storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / how}.db")
+        study = optuna.create_study(storage=storage, direction="maximize",
+                                    sampler=make_sampler(sampler, 3, space, {"n_startup_trials": 4}
+                                                         if sampler == "tpe" else {}))
+        for i in range(6):  # a finished history, so TPE samples from its model (constant liar on)
+            trial = study.ask(fixed_distributions=space)
+            study.tell(trial, 0.1 * i)
+        batch = [study.ask(fixed_distributions=space) if how == "ask" else adapter.ask_new_trial(study, space)
+                 for _ in range(5)]
+        assert [t.number for t in batch] == list(range(6, 11))
+        assert all(t.state == TrialState.RUNNING for t in study.get_trials()[6:])
+        asked[how] = [dict(study.get_trials()[t.number].params) for t in batch]
+    assert asked["ask_new_trial"] == asked["ask"]
+
+
+def test_batched_heartbeats_keep_trials_alive_in_optunas_own_stale_check(tmp_path):
+    """One transaction beats many trials; Optuna's stale check must read them as its own beats."""
+    storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'hb.db'}", heartbeat_interval=1, grace_period=1)
+    study = optuna.create_study(storage=storage)
+    kept, dead = study.ask(), study.ask()
+    beats = Heartbeat(storage, interval=1)  # not started: no background thread, beats on add()
+    beats.add([adapter.trial_id(kept), adapter.trial_id(dead)])  # first beat: inserts both rows
+    time.sleep(2.2)
+    beats.add([adapter.trial_id(kept)])  # second beat: updates one row
+    optuna.storages.fail_stale_trials(study)
+    states = {t.number: t.state for t in study.get_trials()}
+    assert states == {kept.number: TrialState.RUNNING, dead.number: TrialState.FAIL}
+
+
+def test_stale_trials_include_old_ones_that_never_beat(tmp_path):
+    """A trial asked by a process that died before its first heartbeat (or by an older version)
+    has no heartbeat row: Optuna never sees it as stale; the adapter does, once it is old enough."""
+    storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'hb.db'}", heartbeat_interval=1, grace_period=2)
+    study = optuna.create_study(storage=storage)
+    beating, silent = study.ask(), study.ask()
+    Heartbeat(storage, interval=1).add([adapter.trial_id(beating)])
+    assert adapter.stale_trial_ids(storage, study, grace_period=2) == []  # young: not stale yet
+    old = datetime.datetime.now() - datetime.timedelta(seconds=60)
+    storage.set_trial_state_values(adapter.trial_id(silent), state=TrialState.RUNNING)
+    with storage.engine.begin() as conn:
+        import sqlalchemy as sa
+
+        conn.execute(sa.text("UPDATE trials SET datetime_start = :t WHERE trial_id = :i"),
+                     {"t": old, "i": adapter.trial_id(silent)})
+    assert adapter.stale_trial_ids(storage, study, grace_period=2) == [adapter.trial_id(silent)]
+    assert adapter.study_id(study) == storage.get_study_id_from_name(study.study_name)
