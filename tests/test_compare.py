@@ -320,3 +320,27 @@ def test_welch_test_and_interval():
     assert compare.welch_test(compare.mean_ci([0.5]), cb) is None  # one value: no test
     same = compare.welch_test(compare.mean_ci([0.5, 0.5]), compare.mean_ci([0.5, 0.5]))
     assert same.p == 1.0
+
+
+# The numbers the hand-written incomplete beta / bisection / Welch code gave before scipy.stats
+# replaced it: the scipy-backed functions must keep them.
+@pytest.mark.parametrize("t, df, expected", [(2.7764, 4, 0.050002307717401745), (2.0423, 30, 0.04999710237393895),
+                                             (1.0, 1, 0.5), (0.0, 5, 1.0), (12.7062, 1, 0.050000018560710395),
+                                             (-3.0, 2.5, 0.0725760955490318), (math.inf, 3, 0.0)])
+def test_t_two_sided_p_keeps_the_pinned_values(t, df, expected):
+    assert compare.t_two_sided_p(t, df) == pytest.approx(expected, rel=1e-9, abs=1e-15)
+
+
+@pytest.mark.parametrize("a, b, expected", [
+    ([0.40, 0.41, 0.39, 0.42, 0.40], [0.36, 0.37, 0.35, 0.36, 0.38], (5.547001962252298, 8.0, 0.0005428796940208152)),
+    ([0.5, 0.5, 0.5], [0.40, 0.42, 0.41], (15.58845726811993, 2.0, 0.004089996689521349)),  # one side without noise
+    ([0.5, 0.5], [0.4, 0.4], (math.inf, math.inf, 0.0)),  # no noise at all: the gap is certain
+])
+def test_welch_test_keeps_the_pinned_values(a, b, expected):
+    w = compare.welch_test(compare.mean_ci(a), compare.mean_ci(b))
+    assert (w.t, w.df, w.p) == pytest.approx(expected, rel=1e-9)
+
+
+def test_mean_ci_keeps_the_pinned_interval():
+    ci = compare.mean_ci([0.40, 0.41, 0.39, 0.42, 0.40])
+    assert (ci.low, ci.high) == pytest.approx((0.38984285223017734, 0.4181571477698227), rel=1e-12)

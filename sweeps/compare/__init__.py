@@ -19,7 +19,7 @@ tagged ``linear_sweeps.role=comparison`` in the sweeps' MLflow experiment (unles
 Exit codes: 0 done, 2 bad arguments / unknown experiment / empty selection / data unusable.
 
 Modules: selection (MLflow -> trials DataFrame), summary (per family), runs (artifacts, test
-accuracy from weights), stats (t intervals, Welch), reseed, figures, report (what the report
+accuracy from weights), stats (t intervals, Welch; scipy.stats), reseed, figures, report (what the report
 says), document (Markdown / HTML), cli (arguments, the run, main).
 """
 from .cli import build_parser, main, run
@@ -31,7 +31,7 @@ from .reseed import reseed_config, reseed_families, reseed_family
 from .runs import Evaluation, RunLoader, RunUnavailable
 from .selection import (DEFAULT_URI, Selection, family_labels, load_trials, open_client, redact, resolve_experiments,
                         resolve_tracking_uri, runs_frame, search_all)
-from .stats import MeanCI, Welch, betainc, mean_ci, t_quantile, t_two_sided_p, welch_test
+from .stats import MeanCI, Welch, mean_ci, t_quantile, t_two_sided_p, welch_test
 from .summary import FamilySummary, fill_test_accuracy, ranked, summarize
 
 __all__ = [
@@ -40,7 +40,7 @@ __all__ = [
     "load_trials", "family_labels",
     "FamilySummary", "ranked", "summarize", "fill_test_accuracy",
     "RunLoader", "RunUnavailable", "Evaluation",
-    "MeanCI", "Welch", "mean_ci", "welch_test", "t_quantile", "t_two_sided_p", "betainc",
+    "MeanCI", "Welch", "mean_ci", "welch_test", "t_quantile", "t_two_sided_p",
     "reseed_config", "reseed_family", "reseed_families",
     "Report", "build_report",
     "acc", "sci", "cell", "finite", "metric_key",
