@@ -278,6 +278,41 @@ def test_usage_error_exit_code(capsys):
 
 
 # ------------------------------------------------------------------ pieces without MLflow
+def test_html_report_renders_the_template_self_contained(tmp_path):
+    """report.html comes from templates/report.html.j2: the table, the embedded PNG, escaping, the sort script."""
+    import base64
+
+    png = tmp_path / "fig.png"
+    Image.new("RGB", (6, 4), "red").save(png)
+    rep = compare.Report("svm vs <softmax>")
+    rep.text("**bold** and `code` & <b>raw</b>")
+    rep.bullets(["one", "two"])
+    rep.table(["family", "val_acc"], [["svm", 0.25], ["<script>alert(1)</script>", 0.5]], sortable=True)
+    rep.figure(png, "a **figure**")
+    html = rep.html()
+    assert html.startswith("<!DOCTYPE html>") and "<title>svm vs &lt;softmax&gt;</title>" in html
+    assert '<table class="sortable"><thead><tr><th>family</th><th>val_acc</th></tr></thead>' in html
+    assert "<tr><td>svm</td><td>0.25</td></tr>" in html
+    assert "<td>&lt;script&gt;alert(1)&lt;/script&gt;</td>" in html  # autoescaped
+    assert "<p><b>bold</b> and <code>code</code> &amp; &lt;b&gt;raw&lt;/b&gt;</p>" in html
+    assert "<ul><li>one</li><li>two</li></ul>" in html
+    assert f'src="data:image/png;base64,{base64.b64encode(png.read_bytes()).decode()}"' in html
+    assert "<figcaption>a <b>figure</b></figcaption>" in html
+    assert html.count("<script>") == 1 and 'querySelectorAll("table.sortable th")' in html
+    assert "http" not in html  # self-contained: nothing to fetch
+
+
+def test_html_template_ships_as_package_data():
+    import tomllib
+    from pathlib import Path
+
+    root = Path(compare.__file__).parents[2]
+    conf = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]
+    assert "sweeps.compare" in conf["packages"]
+    (pattern,) = conf["package-data"]["sweeps.compare"]
+    assert [p.name for p in (root / "sweeps" / "compare").glob(pattern)] == ["report.html.j2"]
+
+
 def test_summary_counts_states_and_retries():
     rows = [
         dict(state="COMPLETE", val_acc=0.30, trial=0, loss="svm", trial_seconds=1.0),

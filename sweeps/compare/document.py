@@ -2,10 +2,10 @@
 from __future__ import annotations
 
 import base64
-import html
+import functools
 import re
 from pathlib import Path
-from typing import Any, List, Sequence, Tuple
+from typing import Any, Dict, List, Sequence, Tuple
 
 
 class Report:
@@ -51,66 +51,42 @@ class Report:
         return "\n".join(out)
 
     def html(self) -> str:
-        def inline(text: str) -> str:
-            t = html.escape(text)
-            t = re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", t)
-            return re.sub(r"`(.+?)`", r"<code>\1</code>", t)
-
-        parts = []
-        for kind, body in self.blocks:
-            if kind == "h":
-                parts.append(f"<h{body[0]}>{inline(body[1])}</h{body[0]}>")
-            elif kind == "p":
-                parts.append(f"<p>{inline(body)}</p>")
-            elif kind == "ul":
-                parts.append("<ul>" + "".join(f"<li>{inline(i)}</li>" for i in body) + "</ul>")
-            elif kind == "table":
-                headers, rows, sortable = body
-                cls = ' class="sortable"' if sortable else ""
-                head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
-                trs = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows)
-                hint = '<p class="hint">click a column header to sort</p>' if sortable else ""
-                parts.append(f"{hint}<table{cls}><thead><tr>{head}</tr></thead><tbody>{trs}</tbody></table>")
-            elif kind == "img":
-                data = base64.b64encode(body[0].read_bytes()).decode("ascii")
-                parts.append(f'<figure><img src="data:image/png;base64,{data}" alt="{html.escape(body[1])}">'
-                             f"<figcaption>{inline(body[1])}</figcaption></figure>")
-        return _HTML.format(title=html.escape(self.title), body="\n".join(parts))
+        """The report as one HTML page (templates/report.html.j2): figures embedded as base64 PNG,
+        the sortable table sorted by a small inline script; nothing is fetched from elsewhere."""
+        template = _environment().get_template("report.html.j2")
+        return template.render(title=self.title, blocks=[_html_block(kind, body) for kind, body in self.blocks])
 
 
-_HTML = """<!DOCTYPE html>
-<html><head><meta charset="utf-8"><title>{title}</title>
-<style>
-body {{ font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1200px; padding: 0 1em; color: #222; }}
-table {{ border-collapse: collapse; margin: 0.5em 0 1.5em; font-size: 0.9em; }}
-th, td {{ border: 1px solid #ccc; padding: 3px 8px; text-align: right; }}
-th {{ background: #f3f3f3; }}
-table.sortable th {{ cursor: pointer; }}
-table.sortable th:after {{ content: " \\2195"; color: #aaa; }}
-td:first-child, th:first-child {{ text-align: left; }}
-figure {{ margin: 1em 0 2em; }} figure img {{ max-width: 100%; border: 1px solid #eee; }}
-figcaption {{ color: #555; font-size: 0.9em; }} .hint {{ color: #777; font-size: 0.8em; margin-bottom: 0; }}
-code {{ background: #f3f3f3; padding: 0 3px; }}
-</style></head><body>
-<h1>{title}</h1>
-{body}
-<script>
-document.querySelectorAll("table.sortable th").forEach(function (th) {{
-  th.addEventListener("click", function () {{
-    var table = th.closest("table"), body = table.tBodies[0];
-    var rows = Array.from(body.rows), asc = th.dataset.asc !== "1";
-    table.querySelectorAll("th").forEach(function (h) {{ delete h.dataset.asc; }});
-    th.dataset.asc = asc ? "1" : "0";
-    var idx = Array.from(th.parentNode.children).indexOf(th);
-    rows.sort(function (a, b) {{
-      var x = a.cells[idx].textContent, y = b.cells[idx].textContent;
-      var nx = x.trim() === "" ? NaN : Number(x), ny = y.trim() === "" ? NaN : Number(y);
-      var c = (!isNaN(nx) && !isNaN(ny)) ? nx - ny : x.localeCompare(y);
-      return asc ? c : -c;
-    }});
-    rows.forEach(function (r) {{ body.appendChild(r); }});
-  }});
-}});
-</script>
-</body></html>
-"""
+def _html_block(kind: str, body: Any) -> Dict[str, Any]:
+    """One block as the template's dict (see the template's header); images read and encoded here."""
+    if kind == "h":
+        return {"kind": kind, "level": body[0], "text": body[1]}
+    if kind == "p":
+        return {"kind": kind, "text": body}
+    if kind == "ul":
+        return {"kind": kind, "entries": body}
+    if kind == "table":
+        return {"kind": kind, "headers": body[0], "rows": body[1], "sortable": body[2]}
+    if kind == "img":
+        return {"kind": kind, "data": base64.b64encode(body[0].read_bytes()).decode("ascii"), "caption": body[1]}
+    raise ValueError(f"unknown report block kind {kind!r}")
+
+
+def _inline(text: str):
+    """Escaped text with **bold** and `code` as tags (the only markup the report's text uses)."""
+    from markupsafe import Markup, escape
+
+    t = str(escape(text))
+    t = re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", t)
+    return Markup(re.sub(r"`(.+?)`", r"<code>\1</code>", t))
+
+
+@functools.lru_cache(maxsize=1)
+def _environment():
+    """The Jinja2 environment over this package's templates/, autoescaping everything."""
+    import jinja2
+
+    env = jinja2.Environment(loader=jinja2.PackageLoader("sweeps.compare", "templates"), autoescape=True,
+                             trim_blocks=True, lstrip_blocks=True, undefined=jinja2.StrictUndefined)
+    env.filters["inline"] = _inline
+    return env
