@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 import pandas as pd
@@ -113,52 +113,74 @@ def fig_loss_curves(client, summaries: List[FamilySummary], path: Path) -> Path:
 
 
 def fig_templates(summaries: List[FamilySummary], loader: RunLoader, path: Path, notes: List[str]) -> Optional[Path]:
-    """The best runs' class-template grids (templates.png, with class names) side by side."""
-    from PIL import Image, ImageDraw, ImageFont
+    """The best runs' class templates (weights as images, class names below), one block per family.
 
-    tiles = []
+    Families are stacked top to bottom, not side by side: two 10-class rows side by side are
+    ~2,700 px wide and a page shrinks them until the labels cannot be read. Each block is
+    redrawn from the weights as 2 rows of C/2 classes when the run's dataset loads (class names,
+    image shape), else it is the run's own templates.png artifact (one row of classes).
+    """
+    blocks = []
     for s in summaries:
         if s.best is None:
             continue
-        title = (f"{s.family} (best run {s.best['run_id'][:8]})\nval acc {s.best_val_acc:.4f}, test acc {acc(s.test_acc)}\n"
-                 f"lr={sci(s.best.get('learning_rate'))} reg={sci(s.best.get('reg'))}")
+        img = _template_grid(s, loader, notes)
+        if img is not None:
+            title = [f"{s.family} (best run {s.best['run_id'][:8]})",
+                     f"val acc {s.best_val_acc:.4f}, test acc {acc(s.test_acc)}, "
+                     f"lr={sci(s.best.get('learning_rate'))}, reg={sci(s.best.get('reg'))}"]
+            blocks.append((title, img))
+    if not blocks:
+        return None
+    _stack(blocks).save(path, format="PNG")
+    return path
+
+
+def _template_grid(s: FamilySummary, loader: RunLoader, notes: List[str]):
+    """The class-template grid (PIL RGB image) of a family's best run, or None (``notes`` say why)."""
+    from PIL import Image
+
+    import linear_models as lm
+
+    try:  # from the weights: a layout chosen here (needs the dataset for the class names and image shape)
+        ev = loader.evaluate(s.best["run_id"])
+    except RunUnavailable as e:
         try:
             img = Image.open(loader.artifact(s.best["run_id"], "templates.png")).convert("RGB")
-        except RunUnavailable as e:
-            try:  # redraw from the weights (needs the dataset for the class names and image shape)
-                import linear_models as lm
+        except RunUnavailable as e2:
+            notes.append(f"class templates of {s.family}: {e}; {e2}")
+            return None
+        k = -(-360 // img.width)  # tiny images (tests, MNIST-sized data): enlarge, pixels kept sharp
+        return img.resize((img.width * k, img.height * k), Image.NEAREST) if k > 1 else img
+    C, side = len(ev.class_names), max(ev.image_shape[:2])
+    cols = C if C <= 6 else min(10, -(-C // 2))  # 10 classes: 2 rows of 5
+    scale = max(2, round(128 / side))  # tiles of ~128 px: CIFAR's 32 px x4, 8 px test images x16
+    return lm.template_grid(ev.W, ev.image_shape, ev.class_names, scale=scale, columns=cols).convert("RGB")
 
-                ev = loader.evaluate(s.best["run_id"])
-                img = lm.template_grid(ev.W, ev.image_shape, ev.class_names).convert("RGB")
-            except RunUnavailable as e2:
-                notes.append(f"class templates of {s.family}: {e}; {e2}")
-                continue
-        tiles.append((title, img))
-    if not tiles:
-        return None
-    font = ImageFont.load_default()
-    gap, line = 16, 13
-    panels = []
-    for title, img in tiles:
-        if img.width < 360:  # tiny images (tests, MNIST-sized data): enlarge, pixels kept sharp
-            k = -(-360 // img.width)
-            img = img.resize((img.width * k, img.height * k), Image.NEAREST)
-        lines = title.split("\n")
-        text_w = max(int(ImageDraw.Draw(img).textlength(t, font=font)) for t in lines)
-        panels.append((lines, img, max(img.width, text_w)))
-    head = line * max(len(p[0]) for p in panels) + 6
-    width = sum(w for _, _, w in panels) + gap * (len(panels) + 1)
-    height = head + max(img.height for _, img, _ in panels) + gap
+
+def _stack(blocks: Sequence[Tuple[List[str], "Image.Image"]]):
+    """One white canvas: for each (title lines, image), the title then the image, top to bottom."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    try:
+        font = ImageFont.load_default(size=15)  # a scalable font (Pillow >= 10.1 with FreeType)
+    except TypeError:
+        font = ImageFont.load_default()
+    gap, line = 16, 20
+    measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    text_w = max(int(measure.textlength(t, font=font)) for lines, _ in blocks for t in lines)
+    width = max(text_w, max(img.width for _, img in blocks)) + 2 * gap
+    height = gap + sum(line * len(lines) + 4 + img.height + gap for lines, img in blocks)
     canvas = Image.new("RGB", (width, height), "white")
     draw = ImageDraw.Draw(canvas)
-    x = gap
-    for lines, img, w in panels:
+    y = gap
+    for lines, img in blocks:
         for i, t in enumerate(lines):
-            draw.text((x, 3 + i * line), t, fill="black", font=font)
-        canvas.paste(img, (x + (w - img.width) // 2, head))
-        x += w + gap
-    canvas.save(path, format="PNG")
-    return path
+            draw.text((gap, y + i * line), t, fill="black", font=font)
+        y += line * len(lines) + 4
+        canvas.paste(img, (gap, y))
+        y += img.height + gap
+    return canvas
 
 
 def fig_per_class(summaries: List[FamilySummary], loader: RunLoader, path: Path, notes: List[str]) -> Optional[Path]:
@@ -177,7 +199,7 @@ def fig_per_class(summaries: List[FamilySummary], loader: RunLoader, path: Path,
     evals = [(f, e) for f, e in evals if e.class_names == names]
     plt = _plt()
     C, n = len(names), len(evals)
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.75 * C * max(n, 2) / 2 + 2), 4.3), constrained_layout=True)
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.75 * C * max(n, 2) / 2 + 2), 4.6), layout="constrained")
     width = 0.8 / n
     for i, (fam, ev) in enumerate(evals):
         xs = np.arange(C) + (i - (n - 1) / 2) * width
@@ -186,9 +208,11 @@ def fig_per_class(summaries: List[FamilySummary], loader: RunLoader, path: Path,
     ax.set_xticklabels(names, rotation=30 if C > 5 else 0, ha="right" if C > 5 else "center")
     ax.set_ylim(0, 1.05)
     ax.set_ylabel("test accuracy")
-    ax.set_title("per-class test accuracy of the best models")
     ax.grid(axis="y", alpha=0.3)
-    ax.legend(loc="lower right")
+    # The legend sits above the axes, between them and the title (padded up to make room): inside,
+    # it hid the bars of the best-classified classes.
+    ax.set_title("per-class test accuracy of the best models", pad=22 * -(-n // 4) + 4)
+    ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=min(n, 4), frameon=False)
     fig.savefig(path, dpi=90)
     plt.close(fig)
     return path

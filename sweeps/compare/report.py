@@ -18,7 +18,7 @@ FIGURE_CAPTIONS = {
                     "one colour scale (red star: best)",
     "best_so_far": "best validation accuracy so far against trial number (dots: each completed trial)",
     "loss_curves": "training loss of each family's best trial (the train_loss metric history)",
-    "templates": "class templates (weights as images, bias dropped) of each family's best run, side by side",
+    "templates": "class templates (weights as images, bias dropped) of each family's best run, one block per family",
     "per_class": "per-class test accuracy of each family's best run",
 }
 
