@@ -90,6 +90,15 @@ def test_summary_values_equal_the_mlflow_runs(client, uri, report):
 
 
 @slow
+def test_report_says_whether_each_best_config_is_inside_its_search_space(report):
+    """The sweep logs its search space on the study run: the report checks the best lr / reg against it."""
+    md = (report / "report.md").read_text()
+    for loss in ("svm", "softmax"):
+        (line,) = [x for x in md.splitlines() if x.startswith(f"- {loss}: ") and "search space" in x]
+        assert "inside the search space" in line or re.search(r"at the (lower|upper) bound .* of the search space", line)
+
+
+@slow
 def test_dataframe_exports(sweep, report, client):
     n = len(trial_runs(client, EXPERIMENT))
     for frame in (pd.read_csv(sweep.parent / "t.csv"), pd.read_parquet(sweep.parent / "t.parquet"),
@@ -278,6 +287,68 @@ def test_usage_error_exit_code(capsys):
 
 
 # ------------------------------------------------------------------ pieces without MLflow
+SPACE_TAG = ("{model.learning_rate: 'FloatDistribution(high=1.0, log=True, low=0.001, step=None)',\n"
+             "  model.reg: 'FloatDistribution(high=0.01, log=True, low=1e-06, step=None)'}")  # as the sweep logs it
+
+
+@pytest.mark.parametrize("text, expected", [
+    (SPACE_TAG, {"learning_rate": (1e-3, 1.0), "reg": (1e-6, 1e-2)}),
+    ("{model.learning_rate: 'tag(log, interval(1e-4, 1.0))', model.reg: 'choice(1e-5, 1e-4, 1e-3)', "
+     "loss: 'choice(svm, softmax)', model.num_iters: 'range(100, 500, 100)', seed: '3'}",
+     {"learning_rate": (1e-4, 1.0), "reg": (1e-5, 1e-3), "num_iters": (100, 400)}),
+    ("{model.reg: 'CategoricalDistribution(choices=(0.1, 0.01))', loss: \"CategoricalDistribution(choices=('svm',))\"}",
+     {"reg": (0.01, 0.1)}),
+    ("not: [valid", {}), ("", {}), (None, {}),
+])
+def test_parse_search_space_tag(text, expected):
+    assert compare.parse_search_space(text) == pytest.approx(expected)
+
+
+def _edge_trials(lrs, regs, val):
+    return pd.DataFrame({"run_id": [f"r{i}" for i in range(len(lrs))], "loss": "svm", "study": "s", "trial": range(len(lrs)),
+                         "state": "COMPLETE", "experiment": "e", "learning_rate": lrs, "reg": regs, "val_acc": val,
+                         "start_time": pd.Timestamp(0), "duration_s": 1.0, "parent_run_id": "study-run"})
+
+
+def test_best_config_at_the_edge_of_its_search_space_is_reported():
+    df = _edge_trials([0.995, 0.1, 0.01, 0.002], [1e-4, 1e-3, 1e-5, 1e-6], [0.40, 0.35, 0.30, 0.20])
+    best = df.iloc[0]
+    check = compare.find_edges(best, df, compare.parse_search_space(SPACE_TAG))
+    assert check.source == "search space" and check.checked == ["learning_rate", "reg"]
+    (edge,) = check.edges  # 0.995 is within 1% of the upper bound 1.0; reg 1e-4 is inside
+    assert (edge.param, edge.side, edge.bound, edge.value) == ("learning_rate", "upper", 1.0, 0.995)
+    assert not compare.find_edges(df.iloc[1], df, compare.parse_search_space(SPACE_TAG)).edges
+    # Without a search_space tag: the smallest / largest value tried in the family are the bounds.
+    inside = compare.find_edges(df.iloc[2], df, None)
+    assert inside.source == "values tried" and inside.checked == ["learning_rate", "reg"] and not inside.edges
+    tried = compare.find_edges(df.iloc[3], df, None)
+    assert [(e.param, e.side, e.bound) for e in tried.edges] == [("learning_rate", "lower", 0.002), ("reg", "lower", 1e-6)]
+    assert [(e.param, e.side) for e in compare.find_edges(best, df, None).edges] == [("learning_rate", "upper")]
+    assert not compare.find_edges(df.iloc[:2].iloc[0], df.iloc[:2], None).checked  # 2 values tried: no range
+
+
+def test_report_has_one_search_space_line_per_family():
+    from types import SimpleNamespace
+
+    svm = _edge_trials([0.995, 0.1, 0.01], [1e-4, 1e-3, 1e-5], [0.40, 0.35, 0.30])
+    softmax = _edge_trials([0.05, 0.1], [1e-4, 1e-3], [0.45, 0.35]).assign(loss="softmax", run_id=["s0", "s1"])
+    df = pd.concat([svm, softmax], ignore_index=True)
+    labels = compare.family_labels(df, ["loss"])
+    summaries = compare.summarize(df, ["loss"], top_k=2)
+    client = SimpleNamespace(get_run=lambda run_id: SimpleNamespace(data=SimpleNamespace(tags={"search_space": SPACE_TAG})))
+    compare.fill_edges(summaries, df, labels, client)
+    md = compare.build_report(df, labels, summaries, selection=Selection(), uri="sqlite:///m.db", group_by=["loss"],
+                              top_k=2, reseeds=None, figures={}, notes=[], comparison=None).markdown()
+    assert ("- svm: **best learning_rate = 9.95e-01 is at the upper bound 1.00e+00 of the search space**: "
+            "the optimum may lie beyond it, widen that range") in md.splitlines()
+    assert "- softmax: best learning_rate and reg inside the search space (none within 1% of a bound)" in md.splitlines()
+    compare.fill_edges(summaries, df, labels)  # no client: the values tried
+    md = compare.build_report(df, labels, summaries, selection=Selection(), uri="sqlite:///m.db", group_by=["loss"],
+                              top_k=2, reseeds=None, figures={}, notes=[], comparison=None).markdown()
+    assert "- svm: **best learning_rate = 9.95e-01 is at the upper bound 9.95e-01 of the values tried" in md
+    assert "- softmax: no range known for learning_rate or reg" in md
+
+
 def test_html_report_renders_the_template_self_contained(tmp_path):
     """report.html comes from templates/report.html.j2: the table, the embedded PNG, escaping, the sort script."""
     import base64

@@ -19,11 +19,13 @@ tagged ``linear_sweeps.role=comparison`` in the sweeps' MLflow experiment (unles
 Exit codes: 0 done, 2 bad arguments / unknown experiment / empty selection / data unusable.
 
 Modules: selection (MLflow -> trials DataFrame), summary (per family), runs (artifacts, test
-accuracy from weights), stats (t intervals, Welch; scipy.stats), reseed, figures, report (what the report
-says), document (Markdown / HTML), cli (arguments, the run, main).
+accuracy from weights), stats (t intervals, Welch; scipy.stats), edges (is a best config at a
+bound of its search space?), reseed, figures, report (what the report says), document
+(Markdown / HTML through templates/report.html.j2), cli (arguments, the run, main).
 """
 from .cli import build_parser, main, run
 from .document import Report
+from .edges import Edge, EdgeCheck, fill_edges, find_edges, parse_search_space
 from .errors import EXIT_ERROR, CompareError
 from .fmt import acc, cell, finite, metric_key, sci
 from .report import build_report
@@ -41,6 +43,7 @@ __all__ = [
     "FamilySummary", "ranked", "summarize", "fill_test_accuracy",
     "RunLoader", "RunUnavailable", "Evaluation",
     "MeanCI", "Welch", "mean_ci", "welch_test", "t_quantile", "t_two_sided_p",
+    "Edge", "EdgeCheck", "find_edges", "fill_edges", "parse_search_space",
     "reseed_config", "reseed_family", "reseed_families",
     "Report", "build_report",
     "acc", "sci", "cell", "finite", "metric_key",

@@ -14,6 +14,7 @@ import pandas as pd
 from mlflow.exceptions import MlflowException
 
 from ..tracking import TAG_ROLE
+from .edges import fill_edges
 from .errors import EXIT_ERROR, CompareError
 from .figures import fig_accuracy_maps, fig_best_so_far, fig_loss_curves, fig_per_class, fig_reseeds, fig_templates
 from .fmt import acc, finite, metric_key
@@ -138,6 +139,7 @@ def _report(args, df, labels, summaries, loader, bases, tracker, comparison_id, 
             uri, out) -> Dict[str, Any]:
     """Test accuracies, reseeds, figures, report files and the comparison run's metrics and artifacts."""
     fill_test_accuracy(summaries, loader, tracker)
+    fill_edges(summaries, df, labels, loader.client)
     reseeds = reseed_families(summaries, bases, args.reseed, tracker, comparison_id)
     if reseeds is not None:
         reseeds.to_csv(out / "reseeds.csv", index=False)

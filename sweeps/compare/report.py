@@ -88,6 +88,7 @@ def _summary_section(rep: Report, summaries: List[FamilySummary], top_k: int, n_
              + ". Median s/trial: the `trial_seconds` metric (training time, amortized over trials trained together). "
              "Best: highest val accuracy (selection never looks at test accuracy). Test accuracy of the best: "
              + "; ".join(f"{s.family}: {s.test_acc_source}" for s in summaries) + ".")
+    _edge_lines(rep, summaries)
     done = [s for s in summaries if s.best is not None]
     if len(done) >= 2:
         a, b = sorted(done, key=lambda s: -s.best_val_acc)[:2]
@@ -96,6 +97,15 @@ def _summary_section(rep: Report, summaries: List[FamilySummary], top_k: int, n_
         lead = (f"{a.family} and {b.family} tie on val accuracy" if a.best_val_acc == b.best_val_acc else
                 f"{a.family} leads {b.family} by {100 * (a.best_val_acc - b.best_val_acc):.2f} points of val accuracy")
         rep.text(f"Best single runs: {lead}{test_gap} (one seed each{'' if n_seeds else ': see --reseed'}).")
+
+
+def _edge_lines(rep: Report, summaries: List[FamilySummary]) -> None:
+    """One line per family: is its best learning rate / reg at a bound of what was searched?"""
+    lines = [s.edges.line(s.family) for s in summaries if s.edges is not None]
+    if lines:
+        rep.text("Best configuration against the search range (a best value within 1% of a bound: the optimum "
+                 "may lie beyond it):")
+        rep.bullets(lines)
 
 
 def _top_configurations(rep: Report, summaries: List[FamilySummary], top_k: int) -> None:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import List, Optional, Sequence
+from typing import Any, List, Optional, Sequence
 
 import numpy as np
 import pandas as pd
@@ -39,6 +39,7 @@ class FamilySummary:
     test_acc: Optional[float] = None  # of the best run
     test_acc_source: str = ""
     reseed: Optional[pd.DataFrame] = None
+    edges: Optional[Any] = None  # edges.EdgeCheck: is the best lr / reg at a bound of the search?
 
     @property
     def best_val_acc(self) -> float:
