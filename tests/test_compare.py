@@ -90,6 +90,15 @@ def test_summary_values_equal_the_mlflow_runs(client, uri, report):
 
 
 @slow
+def test_report_says_whether_each_best_config_is_inside_its_search_space(report):
+    """The sweep logs its search space on the study run: the report checks the best lr / reg against it."""
+    md = (report / "report.md").read_text()
+    for loss in ("svm", "softmax"):
+        (line,) = [x for x in md.splitlines() if x.startswith(f"- {loss}: ") and "search space" in x]
+        assert "inside the search space" in line or re.search(r"at the (lower|upper) bound .* of the search space", line)
+
+
+@slow
 def test_dataframe_exports(sweep, report, client):
     n = len(trial_runs(client, EXPERIMENT))
     for frame in (pd.read_csv(sweep.parent / "t.csv"), pd.read_parquet(sweep.parent / "t.parquet"),
@@ -278,6 +287,103 @@ def test_usage_error_exit_code(capsys):
 
 
 # ------------------------------------------------------------------ pieces without MLflow
+SPACE_TAG = ("{model.learning_rate: 'FloatDistribution(high=1.0, log=True, low=0.001, step=None)',\n"
+             "  model.reg: 'FloatDistribution(high=0.01, log=True, low=1e-06, step=None)'}")  # as the sweep logs it
+
+
+@pytest.mark.parametrize("text, expected", [
+    (SPACE_TAG, {"learning_rate": (1e-3, 1.0), "reg": (1e-6, 1e-2)}),
+    ("{model.learning_rate: 'tag(log, interval(1e-4, 1.0))', model.reg: 'choice(1e-5, 1e-4, 1e-3)', "
+     "loss: 'choice(svm, softmax)', model.num_iters: 'range(100, 500, 100)', seed: '3'}",
+     {"learning_rate": (1e-4, 1.0), "reg": (1e-5, 1e-3), "num_iters": (100, 400)}),
+    ("{model.reg: 'CategoricalDistribution(choices=(0.1, 0.01))', loss: \"CategoricalDistribution(choices=('svm',))\"}",
+     {"reg": (0.01, 0.1)}),
+    ("not: [valid", {}), ("", {}), (None, {}),
+])
+def test_parse_search_space_tag(text, expected):
+    assert compare.parse_search_space(text) == pytest.approx(expected)
+
+
+def _edge_trials(lrs, regs, val):
+    return pd.DataFrame({"run_id": [f"r{i}" for i in range(len(lrs))], "loss": "svm", "study": "s", "trial": range(len(lrs)),
+                         "state": "COMPLETE", "experiment": "e", "learning_rate": lrs, "reg": regs, "val_acc": val,
+                         "start_time": pd.Timestamp(0), "duration_s": 1.0, "parent_run_id": "study-run"})
+
+
+def test_best_config_at_the_edge_of_its_search_space_is_reported():
+    df = _edge_trials([0.995, 0.1, 0.01, 0.002], [1e-4, 1e-3, 1e-5, 1e-6], [0.40, 0.35, 0.30, 0.20])
+    best = df.iloc[0]
+    check = compare.find_edges(best, df, compare.parse_search_space(SPACE_TAG))
+    assert check.source == "search space" and check.checked == ["learning_rate", "reg"]
+    (edge,) = check.edges  # 0.995 is within 1% of the upper bound 1.0; reg 1e-4 is inside
+    assert (edge.param, edge.side, edge.bound, edge.value) == ("learning_rate", "upper", 1.0, 0.995)
+    assert not compare.find_edges(df.iloc[1], df, compare.parse_search_space(SPACE_TAG)).edges
+    # Without a search_space tag: the smallest / largest value tried in the family are the bounds.
+    inside = compare.find_edges(df.iloc[2], df, None)
+    assert inside.source == "values tried" and inside.checked == ["learning_rate", "reg"] and not inside.edges
+    tried = compare.find_edges(df.iloc[3], df, None)
+    assert [(e.param, e.side, e.bound) for e in tried.edges] == [("learning_rate", "lower", 0.002), ("reg", "lower", 1e-6)]
+    assert [(e.param, e.side) for e in compare.find_edges(best, df, None).edges] == [("learning_rate", "upper")]
+    assert not compare.find_edges(df.iloc[:2].iloc[0], df.iloc[:2], None).checked  # 2 values tried: no range
+
+
+def test_report_has_one_search_space_line_per_family():
+    from types import SimpleNamespace
+
+    svm = _edge_trials([0.995, 0.1, 0.01], [1e-4, 1e-3, 1e-5], [0.40, 0.35, 0.30])
+    softmax = _edge_trials([0.05, 0.1], [1e-4, 1e-3], [0.45, 0.35]).assign(loss="softmax", run_id=["s0", "s1"])
+    df = pd.concat([svm, softmax], ignore_index=True)
+    labels = compare.family_labels(df, ["loss"])
+    summaries = compare.summarize(df, ["loss"], top_k=2)
+    client = SimpleNamespace(get_run=lambda run_id: SimpleNamespace(data=SimpleNamespace(tags={"search_space": SPACE_TAG})))
+    compare.fill_edges(summaries, df, labels, client)
+    md = compare.build_report(df, labels, summaries, selection=Selection(), uri="sqlite:///m.db", group_by=["loss"],
+                              top_k=2, reseeds=None, figures={}, notes=[], comparison=None).markdown()
+    assert ("- svm: **best learning_rate = 9.95e-01 is at the upper bound 1.00e+00 of the search space**: "
+            "the optimum may lie beyond it, widen that range") in md.splitlines()
+    assert "- softmax: best learning_rate and reg inside the search space (none within 1% of a bound)" in md.splitlines()
+    compare.fill_edges(summaries, df, labels)  # no client: the values tried
+    md = compare.build_report(df, labels, summaries, selection=Selection(), uri="sqlite:///m.db", group_by=["loss"],
+                              top_k=2, reseeds=None, figures={}, notes=[], comparison=None).markdown()
+    assert "- svm: **best learning_rate = 9.95e-01 is at the upper bound 9.95e-01 of the values tried" in md
+    assert "- softmax: no range known for learning_rate or reg" in md
+
+
+def test_html_report_renders_the_template_self_contained(tmp_path):
+    """report.html comes from templates/report.html.j2: the table, the embedded PNG, escaping, the sort script."""
+    import base64
+
+    png = tmp_path / "fig.png"
+    Image.new("RGB", (6, 4), "red").save(png)
+    rep = compare.Report("svm vs <softmax>")
+    rep.text("**bold** and `code` & <b>raw</b>")
+    rep.bullets(["one", "two"])
+    rep.table(["family", "val_acc"], [["svm", 0.25], ["<script>alert(1)</script>", 0.5]], sortable=True)
+    rep.figure(png, "a **figure**")
+    html = rep.html()
+    assert html.startswith("<!DOCTYPE html>") and "<title>svm vs &lt;softmax&gt;</title>" in html
+    assert '<table class="sortable"><thead><tr><th>family</th><th>val_acc</th></tr></thead>' in html
+    assert "<tr><td>svm</td><td>0.25</td></tr>" in html
+    assert "<td>&lt;script&gt;alert(1)&lt;/script&gt;</td>" in html  # autoescaped
+    assert "<p><b>bold</b> and <code>code</code> &amp; &lt;b&gt;raw&lt;/b&gt;</p>" in html
+    assert "<ul><li>one</li><li>two</li></ul>" in html
+    assert f'src="data:image/png;base64,{base64.b64encode(png.read_bytes()).decode()}"' in html
+    assert "<figcaption>a <b>figure</b></figcaption>" in html
+    assert html.count("<script>") == 1 and 'querySelectorAll("table.sortable th")' in html
+    assert "http" not in html  # self-contained: nothing to fetch
+
+
+def test_html_template_ships_as_package_data():
+    import tomllib
+    from pathlib import Path
+
+    root = Path(compare.__file__).parents[2]
+    conf = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]
+    assert "sweeps.compare" in conf["packages"]
+    (pattern,) = conf["package-data"]["sweeps.compare"]
+    assert [p.name for p in (root / "sweeps" / "compare").glob(pattern)] == ["report.html.j2"]
+
+
 def test_summary_counts_states_and_retries():
     rows = [
         dict(state="COMPLETE", val_acc=0.30, trial=0, loss="svm", trial_seconds=1.0),
@@ -320,3 +426,27 @@ def test_welch_test_and_interval():
     assert compare.welch_test(compare.mean_ci([0.5]), cb) is None  # one value: no test
     same = compare.welch_test(compare.mean_ci([0.5, 0.5]), compare.mean_ci([0.5, 0.5]))
     assert same.p == 1.0
+
+
+# The numbers the hand-written incomplete beta / bisection / Welch code gave before scipy.stats
+# replaced it: the scipy-backed functions must keep them.
+@pytest.mark.parametrize("t, df, expected", [(2.7764, 4, 0.050002307717401745), (2.0423, 30, 0.04999710237393895),
+                                             (1.0, 1, 0.5), (0.0, 5, 1.0), (12.7062, 1, 0.050000018560710395),
+                                             (-3.0, 2.5, 0.0725760955490318), (math.inf, 3, 0.0)])
+def test_t_two_sided_p_keeps_the_pinned_values(t, df, expected):
+    assert compare.t_two_sided_p(t, df) == pytest.approx(expected, rel=1e-9, abs=1e-15)
+
+
+@pytest.mark.parametrize("a, b, expected", [
+    ([0.40, 0.41, 0.39, 0.42, 0.40], [0.36, 0.37, 0.35, 0.36, 0.38], (5.547001962252298, 8.0, 0.0005428796940208152)),
+    ([0.5, 0.5, 0.5], [0.40, 0.42, 0.41], (15.58845726811993, 2.0, 0.004089996689521349)),  # one side without noise
+    ([0.5, 0.5], [0.4, 0.4], (math.inf, math.inf, 0.0)),  # no noise at all: the gap is certain
+])
+def test_welch_test_keeps_the_pinned_values(a, b, expected):
+    w = compare.welch_test(compare.mean_ci(a), compare.mean_ci(b))
+    assert (w.t, w.df, w.p) == pytest.approx(expected, rel=1e-9)
+
+
+def test_mean_ci_keeps_the_pinned_interval():
+    ci = compare.mean_ci([0.40, 0.41, 0.39, 0.42, 0.40])
+    assert (ci.low, ci.high) == pytest.approx((0.38984285223017734, 0.4181571477698227), rel=1e-12)
