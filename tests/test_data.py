@@ -9,6 +9,7 @@ import hashlib
 import io
 import os
 import pickle
+import re
 import tarfile
 import time
 import urllib.request
@@ -20,7 +21,9 @@ import torch
 from PIL import Image
 
 from linear_models import data
+from linear_models.data import cache as data_cache, cifar10, decode
 from linear_models.data import (
+    DataError,
     RawDataset,
     UnsafePickleError,
     load_cifar10,
@@ -315,8 +318,8 @@ def test_cifar10_second_load_reads_the_cache(tmp_path, cifar_archive, monkeypatc
     cache = tmp_path / "cache"
     first = load_cifar10(root, md5=md5, cache_dir=cache)
 
-    monkeypatch.setattr(data, "_read_cifar_folder", _raise)
-    monkeypatch.setattr(data, "_read_cifar_archive", _raise)
+    monkeypatch.setattr(cifar10, "_read_cifar_folder", _raise)
+    monkeypatch.setattr(cifar10, "_read_cifar_archive", _raise)
     second = load_cifar10(root, md5=md5, cache_dir=cache)
     _assert_same(first, second)
     files = list(cache.iterdir())
@@ -345,7 +348,7 @@ def test_corrupt_cache_is_ignored_and_rewritten(tmp_path, cifar_archive):
     with pytest.warns(UserWarning, match="ignoring unreadable cache file"):
         second = load_cifar10(archive, md5=md5, cache_dir=cache)
     _assert_same(first, second)
-    third = data._cache_read(cache_file)
+    third = data_cache._cache_read(cache_file)
     assert third is not None
     _assert_same(first, third)
 
@@ -367,7 +370,7 @@ def test_changed_image_invalidates_the_cache(tmp_path):
 def test_image_folder_second_load_reads_the_cache(tmp_path, monkeypatch):
     write_image_tree(tmp_path / "tree")
     first = load_image_folder(tmp_path / "tree", cache_dir=tmp_path / "cache")
-    monkeypatch.setattr(data, "_decode_image", _raise)
+    monkeypatch.setattr(decode, "_decode_image", _raise)
     _assert_same(first, load_image_folder(tmp_path / "tree", cache_dir=tmp_path / "cache"))
 
 
@@ -408,7 +411,7 @@ def test_mixed_gray_and_rgb_becomes_rgb(tmp_path):
 def test_pool_decoding_matches_in_process(tmp_path, monkeypatch):
     write_image_tree(tmp_path / "tree", per_class=(5, 3))
     archive = tar_tree(tmp_path / "tree", tmp_path / "t.tar.gz", "top")
-    monkeypatch.setattr(data, "_CHUNK_SIZE", 4)  # several chunks -> the pool starts
+    monkeypatch.setattr(decode, "_CHUNK_SIZE", 4)  # several chunks -> the pool starts
     for root in (tmp_path / "tree", archive):
         _assert_same(load_image_folder(root, cache_dir=False, num_workers=0),
                      load_image_folder(root, cache_dir=False, num_workers=2))
@@ -464,23 +467,24 @@ def _break_tree(root: Path, how: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "how, message",
+    "how, about, message",
     [
-        ("mixed sizes",
-         r"images must all be one size: .*train/dog/0001\.png is 5x8 \(H x W\) but .*train/ant/0000\.png is 6x8"),
-        ("empty class", r"class folder .*train/cat has no PNG or JPEG images"),
-        ("one class", r"train must hold at least two class folders, found 1: \['cat'\]"),
-        ("classes differ",
-         r"test must hold the same class folders as .*missing from test: \['dog'\], only in test: \['dingo'\]"),
+        ("mixed sizes", "train/dog/0001.png", r": image is 5x8 \(H x W\), the others are 6x8; all images must be one size"),
+        ("empty class", "train/cat", r": class folder has no PNG or JPEG images"),
+        ("one class", "train", r" must hold at least two class folders, found 1: \['cat'\]"),
+        ("classes differ", "test",
+         r" must hold the same class folders as .*missing from test: \['dog'\], only in test: \['dingo'\]"),
     ],
 )
 @pytest.mark.parametrize("source", ["folder", "tar.gz"])
-def test_image_folder_errors(tmp_path, how, message, source):
+def test_image_folder_errors(tmp_path, how, about, message, source):
     write_image_tree(tmp_path / "tree")
     _break_tree(tmp_path / "tree", how)
     root = tmp_path / "tree" if source == "folder" else tar_tree(tmp_path / "tree", tmp_path / "t.tar.gz", "top")
-    with pytest.raises(ValueError, match=message):
+    about = f"{root.resolve()}/{about}" if source == "folder" else f"{root.resolve()}:top/{about}"
+    with pytest.raises(DataError) as info:
         load_image_folder(root, cache_dir=False)
+    assert re.match(re.escape(about) + message, str(info.value))  # the path first, then what is wrong
 
 
 # --------------------------------------------------------------------------- RawDataset
