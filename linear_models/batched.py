@@ -18,13 +18,14 @@ from typing import Callable, Optional, Sequence
 import torch
 
 from ._validation import check_int, check_nonnegative, check_positive, check_weights_data
-from .losses import _sgd_step_, _step_workspace, batched_loss_function
+from .losses import batched_loss_function
+from .sgd_step import _sgd_step_, _step_workspace
 from .train import init_weights, lr_schedule_factors, make_generator
 
 __all__ = ["BatchedProgress", "BatchedResult", "train_linear_classifiers_batched", "batched_accuracy", "batched_predict"]
 
 COMPLETED, DIVERGED, PRUNED = "completed", "diverged", "pruned"
-# Deferred weight decay (see losses._sgd_step_): fold the per-trial scale into W before any
+# Deferred weight decay (see sgd_step._sgd_step_): fold the per-trial scale into W before any
 # trial's scale could leave [2**-20, 2**20], so W / scale can neither under- nor overflow.
 _SCALE_RANGE = (2.0 ** -20, 2.0 ** 20)
 
