@@ -6,11 +6,10 @@ W (D, C), X (N, D), y (N,) int64; data loss averaged over the batch; regularizat
 
 The vectorized losses are the K = 1 case of the *batched* kernels, which evaluate K weight
 matrices stacked as W (D, K, C) against one shared minibatch with two matrix products:
-``scores = X @ W.view(D, K*C)`` and ``dW = X.T @ G``. The batched trainer uses them directly.
+``scores = X @ W.view(D, K*C)`` and ``dW = X.T @ G``. The batched trainer's fused in-place
+step (linear_models.sgd_step) computes the same update with its own faster loss heads.
 """
 from __future__ import annotations
-
-from typing import Optional
 
 import torch
 
@@ -145,156 +144,6 @@ def _loss_and_grad(head, W, X, y, reg, matmul_dtype):
     dW = _weight_grad(X, grad_scores, matmul_dtype)
     dW.div_(N).add_(W * two_reg)
     return loss, dW
-
-
-# The trainer's step uses its own heads: same math as _svm_head / _softmax_head, but without
-# scatter and log_softmax, which are slow on CPU when each row has only C = 10 classes.
-def _svm_step_head(scores: torch.Tensor, index: torch.Tensor, one_hot: torch.Tensor):
-    """Hinge loss summed over the batch (K,) and d loss / d scores (N, K, C); reuses ``scores``.
-
-    The true class's margin is exactly 1 (s_y - s_y + 1), so it is counted and subtracted
-    instead of being zeroed; the gradient is finite even where scores are not.
-    """
-    N = scores.shape[0]
-    margins = scores.sub_(scores.gather(2, index)).add_(1.0).clamp_(min=0.0)
-    data_loss = margins.sum(dim=0).sum(dim=1) - N
-    grad_scores = margins.gt_(0.0)  # 1 where the margin is positive, true class included
-    # The true class gets 1 - (number of positive margins + 1).
-    return data_loss, grad_scores.addcmul_(one_hot, grad_scores.sum(dim=2, keepdim=True), value=-1.0)
-
-
-def _softmax_step_head(scores: torch.Tensor, index: torch.Tensor, one_hot: torch.Tensor):
-    """Cross-entropy summed over the batch (K,) and d loss / d scores (N, K, C); reuses ``scores``."""
-    shifted = scores.sub_(scores.amax(dim=2, keepdim=True))  # exp() cannot overflow
-    probs = shifted.exp()
-    norm = probs.sum(dim=2, keepdim=True)  # (N, K, 1)
-    probs.div_(norm)
-    data_loss = (norm.log_() - shifted.gather(2, index)).sum(dim=0).squeeze(1)  # log Z - s_y
-    return data_loss, probs.sub_(one_hot)
-
-
-_STEP_HEADS = {"svm": _svm_step_head, "softmax": _softmax_step_head}
-
-
-def _step_head(loss, scores: torch.Tensor, index: torch.Tensor, one_hot: torch.Tensor):
-    """The loss heads over scores (N, K, C): one loss name, or segments ((name, start, stop), ...)
-    of the K trials; returns the data loss (K,) and d loss / d scores (N, K, C)."""
-    if isinstance(loss, str):
-        return _STEP_HEADS[loss](scores, index, one_hot)
-    per_trial_y = one_hot.shape[1] > 1
-    parts = [_STEP_HEADS[name](scores[:, a:b], index[:, a:b], one_hot[:, a:b] if per_trial_y else one_hot)
-             for name, a, b in loss]
-    if len(parts) == 1:
-        return parts[0]
-    return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts], dim=1)
-
-
-_SUM_SQ_BLOCK_BYTES = 1 << 20  # CPU: square W in row blocks whose accumulator stays in the cache
-
-
-def _sum_squares(W2: torch.Tensor, K: int, work: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """Per-trial ``sum(W * W)`` (K,) of W2 (D, K*C), reading W2 once.
-
-    On the CPU, W2 * W2 is accumulated block by block into a cache-sized (rows, K*C) buffer
-    (``work`` when large enough), then summed: about half the time of (W2 * W2).sum(0).
-    """
-    D, KC = W2.shape
-    if W2.device.type != "cpu":
-        return torch.linalg.vecdot(W2, W2, dim=0).view(K, -1).sum(dim=1)
-    rows = max(1, min(D, _SUM_SQ_BLOCK_BYTES // (KC * W2.element_size())))
-    if work is None or work.numel() < rows * KC:
-        work = torch.empty(rows * KC, dtype=W2.dtype, device=W2.device)
-    acc = torch.mul(W2[:rows], W2[:rows], out=work.view(-1)[: rows * KC].view(rows, KC))
-    full = D // rows * rows
-    for start in range(rows, full, rows):
-        block = W2[start:start + rows]
-        acc.addcmul_(block, block)
-    total = acc.sum(dim=0)
-    if full < D:
-        total += torch.linalg.vecdot(W2[full:], W2[full:], dim=0)
-    return total.view(K, -1).sum(dim=1)
-
-
-def _step_workspace(K: int, C: int, like: torch.Tensor) -> torch.Tensor:
-    """A scratch buffer big enough for _sum_squares / _sgd_step_ with up to K trials."""
-    return torch.empty(max(_SUM_SQ_BLOCK_BYTES // like.element_size(), K * C), dtype=like.dtype, device=like.device)
-
-
-def _sgd_step_(loss, W: torch.Tensor, X: torch.Tensor, y: torch.Tensor, reg: torch.Tensor,
-               lr: torch.Tensor, alive: torch.Tensor, *, scale: Optional[torch.Tensor] = None,
-               fold: bool = True, matmul_dtype=None, work: Optional[torch.Tensor] = None,
-               with_reg_loss: bool = True) -> torch.Tensor:
-    """One SGD step of K trials in place; the batched trainer's inner loop.
-
-    The same update as ``W -= lr * dW`` with (loss, dW) from svm/softmax_loss_batched, but
-    rearranged so that W (D, K, C) is read by the first matmul and once for the
-    regularization loss, and updated inside the second matmul (no dW temporary):
-
-        W <- (1 - 2 lr reg) * W - X^T @ (lr / N * dloss/dscores)
-
-    The weight decay factor is a full pass over W; with ``scale`` it is deferred: trial k's
-    weights are ``scale[k] * W[:, k, :]`` and the factor goes into ``scale`` (K numbers),
-    until a step with ``fold=True`` multiplies it into W and resets ``scale`` to 1. The
-    caller folds before reading W and before ``scale`` could under- or overflow.
-
-    Args:
-        loss: "svm" or "softmax" for all K trials, or segments ((loss, start, stop), ...) of
-            trials (columns start..stop-1 of W) with one loss each.
-        W: (D, K, C) contiguous, updated in place.
-        X: (N, D) shared minibatch and y (N,); or per-trial X (K, N, D), y (K, N).
-        reg, lr: (K,) this step's L2 strengths and learning rates.
-        alive: (K,) bool, updated in place: a trial whose loss is NaN/inf now or earlier
-            keeps its weights (no host synchronisation).
-        scale: optional (K,) weight scales, updated in place; None means 1 and fold=True.
-        work: optional scratch buffer for the regularization loss, reused across steps.
-        with_reg_loss: False skips the L2 term of the returned loss (a full pass over W);
-            the update is the same, and a non-finite W still shows in the data loss.
-    Returns: loss (K,) at the weights before the step (the data loss alone without the L2 term).
-    """
-    D, K, C = W.shape
-    W2 = W.view(D, K * C)
-    if matmul_dtype is not None and matmul_dtype != X.dtype:
-        X_mm, W_mm = X.to(matmul_dtype), W.to(matmul_dtype)
-    else:
-        X_mm, W_mm, matmul_dtype = X, W, None
-    scores = _scores(X_mm, W_mm, None)  # (N, K, C)
-    if matmul_dtype is not None:
-        scores = scores.to(W.dtype)
-    N = scores.shape[0]
-    sum_sq = _sum_squares(W2, K, work) if with_reg_loss else None
-    if scale is not None:
-        scores.mul_(scale.repeat_interleave(C).view(K, C))
-        if sum_sq is not None:
-            sum_sq.mul_(scale.square())
-    index = _label_index(y, N, K)
-    one_hot = torch.zeros(N, index.shape[1] if y.dim() == 2 else 1, C, dtype=W.dtype, device=W.device)
-    one_hot.scatter_(2, index[:, : one_hot.shape[1]], 1.0)  # (N, 1, C) or per trial (N, K, C)
-    data_loss, grad_scores = _step_head(loss, scores, index, one_hot)
-    loss_k = data_loss / N + reg * sum_sq if sum_sq is not None else data_loss / N
-    alive &= torch.isfinite(loss_k)
-    rate = torch.where(alive, lr, 0.0)  # (K,); 0 freezes a diverged trial
-    decay = 1.0 - 2.0 * rate * reg
-    if scale is None:
-        W2.mul_(decay.repeat_interleave(C))
-        step = rate / N
-    elif fold:
-        W2.mul_((scale * decay).repeat_interleave(C))
-        scale.fill_(1.0)
-        step = rate / N
-    else:
-        scale.mul_(decay)
-        step = rate / (N * scale)
-    # Fold the step size into the small (N, K*C) gradient ((K*C,) rows broadcast much faster
-    # than (1, K, 1)); nan_to_num clears a diverged trial's NaN/inf.
-    grad_scores = grad_scores.reshape(N, K * C).mul_(step.repeat_interleave(C)).nan_to_num_(0.0, 0.0, 0.0)
-    if X.dim() == 2 and matmul_dtype is None:
-        W2.addmm_(X.t(), grad_scores, alpha=-1.0)  # accumulate in the GEMM
-    elif X.dim() == 2:
-        # Low-precision CPU matmuls take a transposed operand slowly: transpose the batch first.
-        W2.sub_(X_mm.t().contiguous() @ grad_scores.to(matmul_dtype))
-    else:
-        W.sub_(_weight_grad(X_mm, grad_scores.view(N, K, C).to(X_mm.dtype), None))
-    return loss_k
 
 
 def _scores(X: torch.Tensor, W: torch.Tensor, matmul_dtype) -> torch.Tensor:

@@ -82,27 +82,36 @@ def lr_schedule_factors(schedule: str, num_iters: int, *, step_every: Optional[i
     return 0.5 * (1.0 + torch.cos(math.pi * t / max(num_iters, 1)))
 
 
+def _check_train_args(X: torch.Tensor, learning_rate, reg, num_iters, batch_size, callback_every) -> None:
+    check_positive("learning_rate", learning_rate)
+    check_nonnegative("reg", reg)
+    check_int("num_iters", num_iters)
+    check_int("batch_size", batch_size)
+    check_int("callback_every", callback_every)
+    if X.shape[0] == 0:
+        raise ValueError("X must hold at least one example, got 0")
+
+
+class _DivergenceWatch:
+    """Checks each recorded loss of history (T,) once; TrainingDivergedError at the first NaN/inf."""
+
+    def __init__(self, history: torch.Tensor, learning_rate: float):
+        self.history, self.learning_rate, self.checked = history, learning_rate, 0
+
+    def check_until(self, done: int) -> None:
+        """Check the losses of iterations checked..done-1."""
+        _check_finite(self.history, self.checked, done, self.learning_rate)
+        self.checked = done
+
+
 def train_linear_classifier(
-    loss_func: Callable,
-    W: Optional[torch.Tensor],
-    X: torch.Tensor,
-    y: torch.Tensor,
-    learning_rate: float = 1e-3,
-    reg: float = 1e-5,
-    num_iters: int = 100,
-    batch_size: int = 200,
-    verbose: bool = False,
-    *,
-    seed: Optional[int] = None,
-    generator: Optional[torch.Generator] = None,
-    init_scale: float = 1e-6,
-    lr_schedule: str = "none",
-    lr_step_every: Optional[int] = None,
-    lr_gamma: float = 0.5,
-    callback: Optional[Callable[[int, torch.Tensor, torch.Tensor], object]] = None,
-    callback_every: int = 100,
-    check_every: Optional[int] = None,
-    print_every: int = 100,
+    loss_func: Callable, W: Optional[torch.Tensor], X: torch.Tensor, y: torch.Tensor,
+    learning_rate: float = 1e-3, reg: float = 1e-5, num_iters: int = 100, batch_size: int = 200,
+    verbose: bool = False, *,
+    seed: Optional[int] = None, generator: Optional[torch.Generator] = None, init_scale: float = 1e-6,
+    lr_schedule: str = "none", lr_step_every: Optional[int] = None, lr_gamma: float = 0.5,
+    callback: Optional[Callable[[int, torch.Tensor, torch.Tensor], object]] = None, callback_every: int = 100,
+    check_every: Optional[int] = None, print_every: int = 100,
 ):
     """Train a linear classifier with minibatch SGD (batches sampled with replacement).
 
@@ -122,41 +131,30 @@ def train_linear_classifier(
     Raises:
         TrainingDivergedError as soon as a checked loss is NaN or inf.
     """
-    check_positive("learning_rate", learning_rate)
-    check_nonnegative("reg", reg)
-    check_int("num_iters", num_iters)
-    check_int("batch_size", batch_size)
-    check_int("callback_every", callback_every)
-    num_train = X.shape[0]
-    if num_train == 0:
-        raise ValueError("X must hold at least one example, got 0")
+    _check_train_args(X, learning_rate, reg, num_iters, batch_size, callback_every)
     if generator is None:
         generator = make_generator(X.device, seed)
     if W is None:
-        num_classes = int(y.max()) + 1
-        W = init_weights(X.shape[1], num_classes, like=X, scale=init_scale, generator=generator)
+        W = init_weights(X.shape[1], int(y.max()) + 1, like=X, scale=init_scale, generator=generator)
     check_weights_data(W, X, y)
     if check_every is None:
         check_every = 1 if X.device.type == "cpu" else 50
     lrs = (learning_rate * lr_schedule_factors(lr_schedule, num_iters, step_every=lr_step_every,
                                                gamma=lr_gamma)).tolist()
-
     loss_history = torch.empty(num_iters, device=X.device, dtype=X.dtype)
-    last_checked = 0
+    watch = _DivergenceWatch(loss_history, learning_rate)
     for it in range(num_iters):
-        X_batch, y_batch = sample_batch(X, y, num_train, batch_size, generator)
+        X_batch, y_batch = sample_batch(X, y, X.shape[0], batch_size, generator)
         loss, grad = loss_func(W, X_batch, y_batch, reg)
         loss_history[it] = loss.detach()
         W -= lrs[it] * grad
         done = it + 1
         if done % check_every == 0 or done == num_iters:
-            _check_finite(loss_history, last_checked, done, learning_rate)
-            last_checked = done
+            watch.check_until(done)
         if verbose and it % print_every == 0:
             print(f"iteration {it} / {num_iters}: loss {loss.item():f}")
         if callback is not None and (done % callback_every == 0 or done == num_iters):
-            _check_finite(loss_history, last_checked, done, learning_rate)
-            last_checked = done
+            watch.check_until(done)
             if callback(done, W, loss_history[:done]):
                 return W, loss_history[:done]
     return W, loss_history

@@ -82,7 +82,7 @@ def test_batched_equals_separate_runs_under_strong_weight_decay(loss):
 @pytest.mark.parametrize("loss", ["svm", "softmax"])
 def test_step_matches_public_kernels(loss):
     # The trainer's fused step equals W -= lr * dW with (loss, dW) from the public kernel.
-    from linear_models.losses import _sgd_step_
+    from linear_models.sgd_step import _sgd_step_
     X, y = blobs(N=50, D=12, C=5)
     W = 0.1 * torch.randn(X.shape[1], 3, 5, dtype=X.dtype, generator=torch.Generator().manual_seed(1))
     reg = torch.tensor([0.0, 0.1, 2.0], dtype=X.dtype)
@@ -103,7 +103,7 @@ def test_step_matches_public_kernels(loss):
 
 @pytest.mark.parametrize("loss", ["svm", "softmax"])
 def test_step_freezes_a_trial_with_non_finite_loss(loss):
-    from linear_models.losses import _sgd_step_
+    from linear_models.sgd_step import _sgd_step_
     X, y = blobs(N=50, D=12, C=5)
     W = 0.1 * torch.randn(X.shape[1], 3, 5, dtype=X.dtype, generator=torch.Generator().manual_seed(1))
     W[0, 1, 0] = float("inf")  # trial 1's scores (and softmax gradients) become inf / NaN

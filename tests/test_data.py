@@ -6,12 +6,15 @@ internet. The one test reading the real JPEG archive is marked slow and skips wi
 from __future__ import annotations
 
 import hashlib
+import http.server
+import inspect
 import io
 import os
 import pickle
+import re
 import tarfile
+import threading
 import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +23,9 @@ import torch
 from PIL import Image
 
 from linear_models import data
+from linear_models.data import cache as data_cache, cifar10, decode
 from linear_models.data import (
+    DataError,
     RawDataset,
     UnsafePickleError,
     load_cifar10,
@@ -269,32 +274,95 @@ def test_missing_cifar10_says_how_to_get_it(tmp_path):
         load_cifar10(tmp_path / "nothing-here")
 
 
-def test_download_only_when_missing(tmp_path, cifar_archive, monkeypatch):
+class _ArchiveServer:
+    """A real HTTP server on 127.0.0.1 serving one file: whole at /ok, cut off halfway at /cut.
+
+    /cut sends chunked data and closes the connection in the middle of the transfer, the way
+    a dropped connection looks to urlopen (http.client.IncompleteRead).
+    """
+
+    def __init__(self, payload: bytes):
+        payload_ = payload
+        self.requests: list[str] = []
+        requests = self.requests
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self):
+                requests.append(self.path)
+                self.send_response(200)
+                self.send_header("Content-Type", "application/gzip")
+                if self.path == "/ok":
+                    self.send_header("Content-Length", str(len(payload_)))
+                    self.end_headers()
+                    self.wfile.write(payload_)
+                    return
+                self.send_header("Transfer-Encoding", "chunked")
+                self.end_headers()
+                half = payload_[: len(payload_) // 2]
+                self.wfile.write(f"{len(half):x}\r\n".encode() + half + b"\r\n")  # no last chunk
+                self.wfile.flush()
+                self.close_connection = True
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        self.thread.join(timeout=10)
+
+
+@pytest.mark.parametrize("transport", ["file", "http"])
+def test_download_only_when_missing(tmp_path, cifar_archive, transport):
+    """The real urlopen (file:// URL or a local HTTP server), the md5 check, no second download."""
     archive, md5, written = cifar_archive
-    calls = []
-
-    def fake_urlopen(url, timeout=None):
-        calls.append(url)
-        return io.BytesIO(archive.read_bytes())
-
-    monkeypatch.setattr(urllib.request, "urlopen", fake_urlopen)
     root = tmp_path / "downloads"
-    raw = load_cifar10(root, download=True, md5=md5, cache_dir=False)
-    assert calls == [data.CIFAR10_URL]
-    assert (root / "cifar-10-python.tar.gz").is_file()
+    if transport == "file":
+        raw = load_cifar10(root, download=True, md5=md5, url=archive.as_uri(), cache_dir=False)
+    else:
+        with _ArchiveServer(archive.read_bytes()) as server:
+            raw = load_cifar10(root, download=True, md5=md5, url=server.url + "/ok", cache_dir=False)
+        assert server.requests == ["/ok"]
     np.testing.assert_array_equal(raw.y_train, written["train_labels"])
+    assert sorted(p.name for p in root.iterdir()) == ["cifar-10-batches-py", "cifar-10-python.tar.gz"]  # no .part
 
-    load_cifar10(root, download=True, md5=md5, cache_dir=False)
-    assert len(calls) == 1  # found on disk, not downloaded again
+    archive.unlink()  # the URL now leads nowhere: a second download would fail
+    again = load_cifar10(root, download=True, md5=md5, url=archive.as_uri(), cache_dir=False)
+    np.testing.assert_array_equal(again.y_train, written["train_labels"])
 
 
-def test_download_with_bad_md5_keeps_nothing(tmp_path, cifar_archive, monkeypatch):
-    archive, _, _ = cifar_archive
-    monkeypatch.setattr(urllib.request, "urlopen", lambda url, timeout=None: io.BytesIO(archive.read_bytes()))
+def test_download_with_bad_md5_keeps_nothing(tmp_path, cifar_archive):
+    archive, md5, _ = cifar_archive
     root = tmp_path / "downloads"
-    with pytest.raises(ValueError, match="expected 0+"):
-        load_cifar10(root, download=True, md5="0" * 32, cache_dir=False)
-    assert list(root.iterdir()) == []
+    url = archive.as_uri()
+    with pytest.raises(DataError, match=rf"^{re.escape(url)}: the downloaded file has md5 {md5}, expected 0+: .*nothing was kept"):
+        load_cifar10(root, download=True, md5="0" * 32, url=url, cache_dir=False)
+    assert list(root.iterdir()) == []  # the .part file is gone too
+
+
+def test_interrupted_download_keeps_nothing(tmp_path, cifar_archive):
+    archive, md5, _ = cifar_archive
+    root = tmp_path / "downloads"
+    with _ArchiveServer(archive.read_bytes()) as server:
+        with pytest.raises(ConnectionError, match=rf"^{re.escape(server.url)}/cut: download interrupted after \d+ bytes"):
+            load_cifar10(root, download=True, md5=md5, url=server.url + "/cut", cache_dir=False)
+    assert server.requests == ["/cut"]
+    assert list(root.iterdir()) == []  # neither the archive nor its .part file
+
+
+def test_default_download_url_is_the_official_one():
+    assert data.CIFAR10_URL == "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
+    assert inspect.signature(load_cifar10).parameters["url"].default == data.CIFAR10_URL
 
 
 # --------------------------------------------------------------------------- cache
@@ -315,8 +383,8 @@ def test_cifar10_second_load_reads_the_cache(tmp_path, cifar_archive, monkeypatc
     cache = tmp_path / "cache"
     first = load_cifar10(root, md5=md5, cache_dir=cache)
 
-    monkeypatch.setattr(data, "_read_cifar_folder", _raise)
-    monkeypatch.setattr(data, "_read_cifar_archive", _raise)
+    monkeypatch.setattr(cifar10, "_read_cifar_folder", _raise)
+    monkeypatch.setattr(cifar10, "_read_cifar_archive", _raise)
     second = load_cifar10(root, md5=md5, cache_dir=cache)
     _assert_same(first, second)
     files = list(cache.iterdir())
@@ -345,7 +413,7 @@ def test_corrupt_cache_is_ignored_and_rewritten(tmp_path, cifar_archive):
     with pytest.warns(UserWarning, match="ignoring unreadable cache file"):
         second = load_cifar10(archive, md5=md5, cache_dir=cache)
     _assert_same(first, second)
-    third = data._cache_read(cache_file)
+    third = data_cache._cache_read(cache_file)
     assert third is not None
     _assert_same(first, third)
 
@@ -367,7 +435,7 @@ def test_changed_image_invalidates_the_cache(tmp_path):
 def test_image_folder_second_load_reads_the_cache(tmp_path, monkeypatch):
     write_image_tree(tmp_path / "tree")
     first = load_image_folder(tmp_path / "tree", cache_dir=tmp_path / "cache")
-    monkeypatch.setattr(data, "_decode_image", _raise)
+    monkeypatch.setattr(decode, "_decode_image", _raise)
     _assert_same(first, load_image_folder(tmp_path / "tree", cache_dir=tmp_path / "cache"))
 
 
@@ -408,7 +476,7 @@ def test_mixed_gray_and_rgb_becomes_rgb(tmp_path):
 def test_pool_decoding_matches_in_process(tmp_path, monkeypatch):
     write_image_tree(tmp_path / "tree", per_class=(5, 3))
     archive = tar_tree(tmp_path / "tree", tmp_path / "t.tar.gz", "top")
-    monkeypatch.setattr(data, "_CHUNK_SIZE", 4)  # several chunks -> the pool starts
+    monkeypatch.setattr(decode, "_CHUNK_SIZE", 4)  # several chunks -> the pool starts
     for root in (tmp_path / "tree", archive):
         _assert_same(load_image_folder(root, cache_dir=False, num_workers=0),
                      load_image_folder(root, cache_dir=False, num_workers=2))
@@ -464,22 +532,22 @@ def _break_tree(root: Path, how: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "how, message",
+    "how, about, message",
     [
-        ("mixed sizes",
-         r"images must all be one size: .*train/dog/0001\.png is 5x8 \(H x W\) but .*train/ant/0000\.png is 6x8"),
-        ("empty class", r"class folder .*train/cat has no PNG or JPEG images"),
-        ("one class", r"train must hold at least two class folders, found 1: \['cat'\]"),
-        ("classes differ",
-         r"test must hold the same class folders as .*missing from test: \['dog'\], only in test: \['dingo'\]"),
+        ("mixed sizes", "train/dog/0001.png", r": image is 5x8 \(H x W\), the others are 6x8; all images must be one size"),
+        ("empty class", "train/cat", r": class folder has no PNG or JPEG images"),
+        ("one class", "train", r" must hold at least two class folders, found 1: \['cat'\]"),
+        ("classes differ", "test",
+         r" must hold the same class folders as .*missing from test: \['dog'\], only in test: \['dingo'\]"),
     ],
 )
 @pytest.mark.parametrize("source", ["folder", "tar.gz"])
-def test_image_folder_errors(tmp_path, how, message, source):
+def test_image_folder_errors(tmp_path, how, about, message, source):
     write_image_tree(tmp_path / "tree")
     _break_tree(tmp_path / "tree", how)
     root = tmp_path / "tree" if source == "folder" else tar_tree(tmp_path / "tree", tmp_path / "t.tar.gz", "top")
-    with pytest.raises(ValueError, match=message):
+    about = f"{root.resolve()}/{about}" if source == "folder" else f"{root.resolve()}:top/{about}"
+    with pytest.raises(DataError, match="^" + re.escape(about) + message):  # the path first, then what is wrong
         load_image_folder(root, cache_dir=False)
 
 
