@@ -28,6 +28,7 @@ import os
 import statistics
 import sys
 import time
+from typing import Dict, List, Optional
 from pathlib import Path
 
 import torch
@@ -226,8 +227,10 @@ def devices_for(choice: str) -> list:
 DEFAULT_ARCHIVE = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "cifar10-jpeg.tar.gz"
 
 
-def e2e_section(trials: int, iters: int, sampler: str, archive: Path, peak_gflops: float, extra=()) -> dict:
-    """Run a whole sweep as a user would and time it (see the module docstring)."""
+def e2e_section(trials: int, iters: int, sampler: str, archive: Path, peak_gflops: float, extra=(),
+                code: Optional[Path] = None) -> dict:
+    """Run a whole sweep as a user would and time it (see the module docstring). ``code``: the
+    checkout to run (default: this one), for A/B runs against another version."""
     import subprocess
     import tempfile
 
@@ -239,7 +242,7 @@ def e2e_section(trials: int, iters: int, sampler: str, archive: Path, peak_gflop
                f"dataset.root={archive}", "hydra.sweeper.progress_bar=false", f"hydra.sweep.dir={work}/multirun",
                *extra]
         env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{work}/mlflow.db",
-               "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+               "PYTHONPATH": str(code or Path(__file__).resolve().parents[1])}
         start, start_at = time.perf_counter(), time.time()
         proc = subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True)
         wall = time.perf_counter() - start
@@ -306,6 +309,26 @@ def e2e_runs(args, iters: int, peak_gflops: float) -> dict:
     return result
 
 
+def e2e_against(args, iters: int, peak_gflops: float) -> dict:
+    """The same sweep by this checkout and by each ``--against`` checkout, interleaved per round
+    (A, B, A, B: a shared machine's load drifts), with the walls side by side."""
+    codes = [Path(__file__).resolve().parents[1], *[Path(c).resolve() for c in args.against]]
+    walls: Dict[str, List[float]] = {str(c): [] for c in codes}
+    best: Dict[str, dict] = {}
+    for _ in range(args.rounds):
+        for code in codes:
+            print(f"\n[end to end] code: {code}")
+            r = e2e_section(args.e2e_trials, iters, args.e2e_sampler, args.archive, peak_gflops, args.e2e_override, code)
+            walls[str(code)].append(r["wall_seconds"])
+            best[str(code)] = r["best_val_acc"]
+    print("\n[end to end, interleaved] wall seconds per round, and the ratio to this checkout")
+    mine = walls[str(codes[0])]
+    for code, w in walls.items():
+        ratios = " ".join(f"{a / b:.2f}x" for a, b in zip(w, mine))
+        print(f"  {code}: {' '.join(f'{x:.1f}' for x in w)} s | vs this checkout {ratios} | best val {best[code]}")
+    return {"walls": walls, "best_val_acc": best}
+
+
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="smoke run: 150 iterations, K up to 64, fewer repeats")
@@ -330,6 +353,10 @@ def main(argv=None) -> dict:
     parser.add_argument("--e2e-bf16", action="store_true",
                         help="run the end-to-end sweep twice, model.matmul_dtype=null (float32) and bfloat16, side by side "
                              "(without it: once, with the default matmul_dtype=auto)")
+    parser.add_argument("--against", action="append", default=[], metavar="DIR",
+                        help="with --e2e-only: also run the sweep from this checkout (e.g. a git worktree of an "
+                             "older commit), interleaved with this one (repeatable)")
+    parser.add_argument("--rounds", type=int, default=2, help="with --against: interleaved rounds (default 2)")
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     args = parser.parse_args(argv)
     iters = args.iters or (150 if args.quick else 1500)
@@ -351,7 +378,8 @@ def main(argv=None) -> dict:
     if args.e2e_only:
         peak = measure_peak(dtype, torch.device("cpu"), repeats=5)
         print(f"\n[cpu] measured {args.dtype} matmul peak: {peak['gflops']:.1f} GFLOP/s")
-        results["e2e"] = e2e_runs(args, iters, peak["gflops"])
+        results["e2e"] = (e2e_against(args, iters, peak["gflops"]) if args.against
+                          else e2e_runs(args, iters, peak["gflops"]))
         if args.json:
             Path(args.json).write_text(json.dumps(results, indent=2))
         return results
