@@ -12,7 +12,7 @@ import yaml
 from optuna.trial import TrialState
 
 from ..data import load_data, matmul_dtype, resolve_device
-from ..runner import save_diagnostic_plots
+from ..recording import save_diagnostic_plots
 from ..storage import study_lock
 from ..study import ATTR_RUN_ID, counted_trials
 from ..tracking import Tracker

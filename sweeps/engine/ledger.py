@@ -29,7 +29,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from .. import optuna_adapter as adapter
-from ..runner import COMPLETED, PRUNED, TrialOutcome, TrialSpec
+from ..trial import COMPLETED, PRUNED, TrialOutcome, TrialSpec
 from ..storage import FAIL_STALE, Heartbeat
 from ..study import ATTR_FAIL_REASON, ATTR_RUN_ID, FAIL_INTERRUPTED, requeue
 from ..tracking import (TAG_FAILURE, TAG_PARENT, TAG_RETRY_OF, TAG_ROLE, TAG_STUDY, TAG_TRIAL_ID,

@@ -21,7 +21,8 @@ from optuna.trial import TrialState
 
 from .. import optuna_adapter as adapter
 from ..data import resolve_device
-from ..runner import TrialSpec, trial_params
+from ..runner import trial_params
+from ..trial import TrialSpec
 from ..storage import Heartbeat, fail_stale_trials, running_trials, study_lock
 from ..study import (RESEEDED_SAMPLERS, askable, best_value, counted_trials, grid_size, make_sampler,
                      trial_seed)
