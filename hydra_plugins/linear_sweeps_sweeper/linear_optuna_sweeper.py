@@ -1,4 +1,9 @@
-"""The registered Sweeper: a thin shell that imports the real loop lazily."""
+"""The registered Sweeper: a thin shell that imports the real loop lazily.
+
+Found two ways: Hydra's scan of the ``hydra_plugins`` namespace folder (a checkout on the path, a
+compat editable or a regular install), and sweeps.app registering it explicitly before Hydra
+starts (a default editable install, whose import hook Hydra's folder scan cannot see).
+"""
 from typing import Any, List, Optional
 
 from hydra.plugins.sweeper import Sweeper
@@ -6,6 +11,17 @@ from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 
 from .config import LinearOptunaSweeperConf  # noqa: F401  (registers the config)
+
+
+def _sweep_loop() -> type:
+    """The engine's SweepLoop: sweeps.engine, or sweeps.sweeper where the engine lived before."""
+    try:
+        from sweeps.engine import SweepLoop
+    except ModuleNotFoundError as e:
+        if e.name != "sweeps.engine":
+            raise  # the engine exists but one of its own imports is missing: say which
+        from sweeps.sweeper import SweepLoop
+    return SweepLoop
 
 
 class LinearOptunaSweeper(Sweeper):
@@ -18,7 +34,7 @@ class LinearOptunaSweeper(Sweeper):
 
         # The dataset decodes (mostly outside the GIL) while MLflow and Optuna import.
         prefetch_data(config, OmegaConf.select(config, "hydra.overrides.task", default=None) or ())
-        from sweeps.sweeper import SweepLoop  # heavy imports (optuna, mlflow) happen here
+        SweepLoop = _sweep_loop()  # heavy imports (optuna, mlflow) happen here
 
         self._loop = SweepLoop(**self._options)
         self._loop.setup(hydra_context=hydra_context, task_function=task_function, config=config)
