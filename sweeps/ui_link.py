@@ -139,6 +139,12 @@ def runs_table_url(ui_base: str, experiment_id: str, *, metrics: Sequence[str] =
     return f"{ui_base.rstrip('/')}/#{route}?{urlencode(query, quote_via=quote)}"
 
 
+def run_artifact_url(ui_base: str, experiment_id: str, run_id: str, path: str) -> str:
+    """The run page with one artifact open (``Routes.getRunPageRoute(exp, run, path)``)."""
+    route = f"/experiments/{quote(str(experiment_id), safe='')}/runs/{quote(run_id, safe='')}/artifacts/{quote(path)}"
+    return f"{ui_base.rstrip('/')}/#{route}?workflowType=machine_learning"
+
+
 def _redacted(uri: str) -> str:
     parts = urlsplit(uri)
     if parts.password is None:

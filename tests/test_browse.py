@@ -28,6 +28,7 @@ from sweeps.ui_link import (
     column_key,
     results_link,
     runs_table_state,
+    run_artifact_url,
     runs_table_url,
     save_runs_table_view,
     ui_base_for,
@@ -88,6 +89,11 @@ def test_runs_table_url_with_a_view_carries_only_the_view_key():
     assert url == f"http://127.0.0.1:5000/#/experiments/7/runs?viewStateShareKey={view}&workflowType=machine_learning"
     with pytest.raises(ValueError, match="not saved for these columns"):
         runs_table_url("http://127.0.0.1:5000", "7", metrics=("train_acc",), view_id=view)
+
+
+def test_run_artifact_url_opens_the_artifact_on_the_run_page():
+    assert run_artifact_url("http://127.0.0.1:5000", "3", "abc123", "templates.png") == (
+        "http://127.0.0.1:5000/#/experiments/3/runs/abc123/artifacts/templates.png?workflowType=machine_learning")
 
 
 def test_view_state_names_the_columns_and_the_sort():
