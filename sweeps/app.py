@@ -4,7 +4,8 @@
     linear-sweep --multirun loss=svm,softmax       # an Optuna sweep per loss, tracked in MLflow
 
 A single run trains ``cfg`` and records it in MLflow; with ``--multirun`` the `linear_optuna`
-sweeper (hydra_plugins/) runs the studies and calls the same trial runner.
+sweeper (hydra_plugins/, registered here as well as found by Hydra's plugin scan) runs the
+studies and calls the same trial runner.
 """
 from __future__ import annotations
 
@@ -77,19 +78,35 @@ def train(cfg: DictConfig) -> float:
     return out.val_acc if math.isfinite(out.val_acc) else float("nan")
 
 
+def register_plugins() -> None:
+    """Register the `linear_optuna` sweeper with Hydra before it starts.
+
+    Hydra finds plugins by scanning the folders of the ``hydra_plugins`` namespace package; a
+    default (PEP 660) editable install maps the package through an import hook instead, which
+    that scan cannot list, and `--multirun` then fails with "Could not find
+    'hydra/sweeper/linear_optuna'". Importing the plugin stores its config (ConfigStore group
+    hydra/sweeper) and registering it makes `_target_` resolvable, however the package was
+    installed. A class the scan already found is not registered twice.
+    """
+    from hydra.core.plugins import Plugins
+
+    from hydra_plugins.linear_sweeps_sweeper.linear_optuna_sweeper import LinearOptunaSweeper
+
+    plugins = Plugins.instance()  # the first call scans hydra_plugins (what Hydra does anyway)
+    if f"{LinearOptunaSweeper.__module__}.{LinearOptunaSweeper.__name__}" not in plugins.class_name_to_class:
+        plugins.register(LinearOptunaSweeper)
+
+
 register_configs()
+register_plugins()
 
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="config")
 def _hydra_main(cfg: DictConfig) -> float:
-    from .config import ConfigError
-    from .data import DatasetUnavailable
+    from .errors import exit_on_user_error
 
-    try:
+    with exit_on_user_error():  # the user's to fix: one line, no traceback
         return train(cfg)
-    except (ConfigError, DatasetUnavailable, FileNotFoundError) as e:  # the user's to fix: no traceback
-        print(f"linear-sweep: {e}", file=sys.stderr)
-        raise SystemExit(2) from None
 
 
 def main() -> None:

@@ -28,7 +28,7 @@ def _compose(*overrides, hydra=False):
 
 def test_sweeper_plugin_is_discovered():
     names = [f"{p.__module__}.{p.__name__}" for p in Plugins.instance().discover(Sweeper)]
-    assert "hydra_plugins.linear_sweeps_sweeper.sweeper.LinearOptunaSweeper" in names
+    assert "hydra_plugins.linear_sweeps_sweeper.linear_optuna_sweeper.LinearOptunaSweeper" in names
 
 
 @pytest.mark.parametrize("group,option", [(g, o) for g, opts in GROUP_OPTIONS.items() for o in opts])
@@ -100,7 +100,7 @@ def test_config_found_in_installed_copy(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert (target / "sweeps" / "conf" / "config.yaml").is_file()
     assert (target / "sweeps" / "conf" / "sweep" / "grid.yaml").is_file()
-    assert (target / "hydra_plugins" / "linear_sweeps_sweeper" / "sweeper.py").is_file()
+    assert (target / "hydra_plugins" / "linear_sweeps_sweeper" / "linear_optuna_sweeper.py").is_file()
     out = subprocess.run([sys.executable, "-c", "import sweeps.app as a; print(a.config_dir())"], cwd=tmp_path,
                          env={"PYTHONPATH": str(target), "PATH": "/usr/bin:/bin"}, capture_output=True, text=True,
                          timeout=120)

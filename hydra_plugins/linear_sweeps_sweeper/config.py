@@ -19,7 +19,7 @@ class LinearOptunaSweeperConf:
     grid: one study per cell, each with the full n_trials.
     """
 
-    _target_: str = "hydra_plugins.linear_sweeps_sweeper.sweeper.LinearOptunaSweeper"
+    _target_: str = "hydra_plugins.linear_sweeps_sweeper.linear_optuna_sweeper.LinearOptunaSweeper"
     sampler: str = "tpe"  # tpe | random | grid | cmaes | qmc | gp
     seed: Optional[int] = None  # sampler seed (None: the app's `seed`)
     # Extra Optuna sampler arguments; those nested under a sampler's name apply to it alone,

@@ -1,4 +1,9 @@
-"""The registered Sweeper: a thin shell that imports the real loop lazily."""
+"""The registered Sweeper: a thin shell that imports the real loop lazily.
+
+Found two ways: Hydra's scan of the ``hydra_plugins`` namespace folder (a checkout on the path, a
+compat editable or a regular install), and sweeps.app registering it explicitly before Hydra
+starts (a default editable install, whose import hook Hydra's folder scan cannot see).
+"""
 from typing import Any, List, Optional
 
 from hydra.plugins.sweeper import Sweeper
@@ -19,9 +24,14 @@ class LinearOptunaSweeper(Sweeper):
         # The dataset decodes (mostly outside the GIL) while MLflow and Optuna import.
         prefetch_data(config, OmegaConf.select(config, "hydra.overrides.task", default=None) or ())
         from sweeps.engine import SweepLoop  # heavy imports (optuna, mlflow) happen here
+        from sweeps.errors import exit_on_user_error
 
-        self._loop = SweepLoop(**self._options)
-        self._loop.setup(hydra_context=hydra_context, task_function=task_function, config=config)
+        with exit_on_user_error():  # a bad hydra.sweeper.* value: one line and exit 2
+            self._loop = SweepLoop(**self._options)
+            self._loop.setup(hydra_context=hydra_context, task_function=task_function, config=config)
 
     def sweep(self, arguments: List[str]) -> Optional[Any]:
-        return self._loop.sweep(arguments)
+        from sweeps.errors import exit_on_user_error
+
+        with exit_on_user_error():  # bad input: one line and exit 2, as in a single run
+            return self._loop.sweep(arguments)
