@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import html.parser
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
 import pytest
+import yaml
 
 from pg import MLFLOW_SERVER_ENV, Service, free_port
 from sweep_helpers import mlflow_client, run_sweep, trial_runs
@@ -247,13 +249,14 @@ def served_sweep(tmp_path_factory):
     """A small real sweep (two studies, three trials each) behind a real `mlflow server`."""
     tmp = tmp_path_factory.mktemp("browse")
     work = tmp / "work"
-    run_sweep(work, "loss=svm,softmax", "hydra.sweeper.n_trials=3", "sweep=random")
+    proc = run_sweep(work, "loss=svm,softmax", "hydra.sweeper.n_trials=3", "sweep=random")
     port = free_port()
     argv = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{work / 'mlflow.db'}",
             "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
     service = Service("mlflow", argv, health_url=f"http://127.0.0.1:{port}/health", log_dir=tmp,
                       env=MLFLOW_SERVER_ENV, cwd=work).start(timeout=90)
     service.uri = f"http://127.0.0.1:{port}"  # type: ignore[attr-defined]
+    service.sweep_stdout = proc.stdout  # type: ignore[attr-defined]
     yield service, work
     service.stop()
 
@@ -265,8 +268,14 @@ def test_link_opens_the_ranked_runs_table_not_the_genai_overview(browser, served
     trials = {r.info.run_id: r for r in trial_runs(client)}
     assert len(trials) == 6 and all("val_acc" in r.data.metrics for r in trials.values())
 
-    url, command = results_link(service.uri, exp.experiment_id)  # writes the view through the server
-    assert command is None and url.startswith(f"{service.uri}/#/experiments/{exp.experiment_id}/runs?")
+    # The link the sweep printed (for its embedded store: after `mlflow ui`, on port 5000); the
+    # server here serves that same store on a free port.
+    printed = re.search(r"mlflow ui --backend-store-uri (\S+)\s+then open (\S+)", service.sweep_stdout)
+    assert printed, service.sweep_stdout[-2000:]
+    assert printed.group(2).startswith(f"{LOCAL_UI}/#/experiments/{exp.experiment_id}/runs?")
+    results = yaml.safe_load((work / "multirun" / "optimization_results.yaml").read_text())
+    assert {s["mlflow_url"] for s in results["studies"]} == {printed.group(2)}
+    url = printed.group(2).replace(LOCAL_UI, service.uri)
 
     grid = None
     for attempt, budget in enumerate((15000, 30000)):  # a loaded machine may need more virtual time

@@ -100,16 +100,77 @@ def best_test_accuracy(best, base, tracker: Tracker, W: Optional[torch.Tensor]) 
     return acc
 
 
+def edge_notes(best_params: Dict[str, Any], search_space: Dict[str, Any], tolerance: float = 0.05) -> List[str]:
+    """Where the best trial sits at the edge of a numeric search range (within ``tolerance`` of
+    its width, on the log scale for log ranges): the optimum may lie beyond that bound."""
+    import math
+
+    notes = []
+    for key, value in best_params.items():
+        dist = search_space.get(key)
+        low, high = getattr(dist, "low", None), getattr(dist, "high", None)
+        if low is None or high is None or not isinstance(value, (int, float)) or high <= low:
+            continue
+        scale = (lambda x: math.log(x)) if getattr(dist, "log", False) else (lambda x: x)
+        position = (scale(value) - scale(low)) / (scale(high) - scale(low))
+        if position <= tolerance:
+            notes.append(f"{key}={value:.3g} is at the lower bound {low:g} of its search range")
+        elif position >= 1 - tolerance:
+            notes.append(f"{key}={value:.3g} is at the upper bound {high:g} of its search range")
+    return notes
+
+
+def link_results(sessions, summaries: List[Dict[str, Any]]) -> None:
+    """A URL that opens each study's runs table ranked by val_acc (in the summary, and on the
+    parent run as a tag and its description); the `mlflow ui` command for an embedded store."""
+    from ..ui_link import results_link
+
+    links: Dict[int, tuple] = {}
+    for session, summary in zip(sessions, summaries):
+        tracker = session.tracker
+        if id(tracker) not in links:
+            try:
+                links[id(tracker)] = results_link(tracker.uri, tracker.experiment_id, client=tracker.client)
+            except Exception as e:  # noqa: BLE001 -- the results matter more than the link
+                log.warning("no MLflow link: %s", e)
+                links[id(tracker)] = (None, None)
+        url, command = links[id(tracker)]
+        summary["edge"] = edge_notes(summary.get("best_params", {}), session.cell.plan.search_space)
+        if url:
+            summary["mlflow_url"] = url
+            summary["mlflow_ui_command"] = command
+            tracker.set_tags(session.parent_id, {"linear_sweeps.results_url": url,
+                                                 "mlflow.note.content": f"{summary_line(summary)}\n\n{url}"})
+
+
+def summary_line(s: Dict[str, Any]) -> str:
+    t = s["trials"]
+    counts = f"{t['COMPLETE']} complete, {t['PRUNED']} pruned, {t['FAIL']} failed"
+    if "best_val_acc" not in s:
+        return f"{s['study_name']}: no completed trial ({counts})"
+    params = ", ".join(f"{k.split('.')[-1]}={v:.3g}" if isinstance(v, float) else f"{k.split('.')[-1]}={v}"
+                       for k, v in s["best_params"].items())
+    return (f"{s['study_name']}: best val_acc {s['best_val_acc']:.4f}, its test_acc {s['best_test_acc']:.4f} "
+            f"({params}); trials: {counts}")
+
+
 def write_results(sweep_dir: Path, direction: str, summaries: List[Dict[str, Any]]) -> None:
-    """optimization_results.yaml in the sweep folder, and one console line per study."""
+    """optimization_results.yaml in the sweep folder, and a summary per study on the console."""
     sweep_dir.mkdir(parents=True, exist_ok=True)
     clean = [{k: _plain(v) for k, v in s.items()} for s in summaries]
     with open(sweep_dir / "optimization_results.yaml", "w") as fh:
         yaml.safe_dump({"direction": direction, "metric": "val_acc", "studies": clean}, fh, sort_keys=False)
     for s in summaries:
-        if "best_val_acc" in s:
-            print(f"[{s['study_name']}] best val_acc={s['best_val_acc']:.4f} test_acc={s['best_test_acc']:.4f} "
-                  f"params={s['best_params']} trials={s['trials']}")
+        print(summary_line(s))
+        for note in s.get("edge", []):
+            print(f"  note: {note}: widen it to see whether a better value lies beyond")
+    urls = {s["mlflow_url"]: s.get("mlflow_ui_command") for s in summaries if s.get("mlflow_url")}
+    for url, command in urls.items():
+        if command:
+            print(f"Browse the runs: {command}   then open {url}")
+        else:
+            print(f"Browse the runs: {url}")
+    print(f"Results: {sweep_dir / 'optimization_results.yaml'}")
 
 
 def _plain(v):

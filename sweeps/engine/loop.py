@@ -23,7 +23,7 @@ from ..storage import make_storage
 from ..study import check_sampler_space, grid_size
 from ..tracking import Tracker, redact_url
 from .cells import Cell, CellComposer
-from .finalize import write_results
+from .finalize import link_results, write_results
 from .opening import open_study
 from .options import SweeperOptions
 from .scheduler import Scheduler
@@ -66,6 +66,7 @@ class SweepLoop:
                     scheduler.stop(error)  # the studies opened so far stop as on Ctrl-C
                     raise
                 summaries = scheduler.run()
+                link_results(sessions, summaries)
         finally:
             finisher.shutdown(wait=True)
             sys.setswitchinterval(switch_interval)
