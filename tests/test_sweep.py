@@ -53,6 +53,9 @@ def test_multirun_records_studies_trials_metrics_artifacts(two_loss_sweep):
         assert parent.info.status == "FINISHED"
         study = load_study(work, name)
         assert len(study.trials) == 4 and all(t.state == TrialState.COMPLETE for t in study.trials)
+        assert study.metric_names == ["val_acc"]  # optuna-dashboard names the objective
+        assert parent.info.run_name.startswith(f"{loss} · ")  # collapsed parent rows differ by family
+        assert parent.data.tags["linear_sweeps.results_url"].startswith("http://127.0.0.1:5000/#/experiments/")
         runs = assert_states_agree(study, client)
         assert parent.data.metrics["best_val_acc"] == pytest.approx(study.best_value)
         parent_artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
