@@ -145,7 +145,9 @@ def _run_group(specs: List[TrialSpec], device: torch.device, tracker: Optional[T
         W_init=W0.unsqueeze(1).expand(-1, K, -1).contiguous(), lr_schedules=[s.cfg.model.lr_decay for s in specs],
         lr_step_every=cfg.model.lr_decay_every, lr_gamma=cfg.model.lr_decay_gamma,
         matmul_dtype=mm_dtype, loss_every=cfg.tracking.loss_every, callback=checks)
-    outcomes = _outcomes(specs, result, data, mm_dtype, checks, train_seconds=(time.perf_counter() - start) / K)
+    outcomes = _outcomes(specs, result, data, mm_dtype, checks)
+    for out in outcomes:  # amortized over the stack, the final accuracies on whole splits included
+        out.seconds = (time.perf_counter() - start) / K
     for k, (spec, out) in enumerate(zip(specs, outcomes)):
         # With an executor the run may still be being created there: its job runs first.
         if tracker is not None and (spec.run_id is not None or executor is not None):
@@ -193,8 +195,7 @@ class _CheckPoints:
         return pruned
 
 
-def _outcomes(specs: List[TrialSpec], result, data: dict, mm_dtype, checks: _CheckPoints,
-              train_seconds: float) -> List[TrialOutcome]:
+def _outcomes(specs: List[TrialSpec], result, data: dict, mm_dtype, checks: _CheckPoints) -> List[TrialOutcome]:
     """Each trial's outcome from the stack's result (final accuracies on the whole splits)."""
     cfg = specs[0].cfg
     W_all = result.W.permute(1, 0, 2)  # (D, K, C)
@@ -209,7 +210,7 @@ def _outcomes(specs: List[TrialSpec], result, data: dict, mm_dtype, checks: _Che
         iters_run = result.iterations[k]
         ok = status != DIVERGED
         out = TrialOutcome(
-            number=spec.number, status=status, iterations=iters_run, seconds=train_seconds,
+            number=spec.number, status=status, iterations=iters_run,
             val_acc=checks.val_hist[k].get(iters_run, float("nan")) if ok else float("nan"),
             train_acc=final_train[k] if ok else float("nan"),
             test_acc=final_test[k] if (final_test and status == COMPLETED) else None,
