@@ -165,7 +165,7 @@ class TrialLedger:
                         self._move(entry, Phase.RUN_CREATED)
             except Exception:
                 log.exception("could not create the MLflow run of trial %d", entry.number)
-        self.stats.add_bookkeeping(time.perf_counter() - t0)
+        self.stats.add_bookkeeping(time.perf_counter() - t0, "create_run")
 
     def _create_run(self, entry: TrialEntry) -> None:
         tags = dict(entry.run_tags or {})
@@ -217,8 +217,8 @@ class TrialLedger:
             self.abort(entry, f"tracking: could not record trial: {type(e).__name__}: {e}", self.max_retries)
             self.stats.count(failed=True, train=out.seconds, tracking=out.tracking_seconds)
             return
-        self.stats.count(failed=state == TrialState.FAIL, train=out.seconds, tracking=out.tracking_seconds,
-                         bookkeeping=time.perf_counter() - t0)
+        self.stats.count(failed=state == TrialState.FAIL, train=out.seconds, tracking=out.tracking_seconds)
+        self.stats.add_bookkeeping(time.perf_counter() - t0, "tell")
         if state == TrialState.COMPLETE and out.weights is not None and (
                 self.best is None or self._better(out.val_acc, self.best[1].val_acc)):
             self.best = (entry.spec, out)

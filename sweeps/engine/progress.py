@@ -61,8 +61,10 @@ class LaunchStats:
 
     trials_run: int = 0
     failed: int = 0
-    seconds: Dict[str, float] = field(default_factory=lambda: {"train_seconds": 0.0, "tracking_seconds": 0.0,
-                                                               "bookkeeping_seconds": 0.0})
+    seconds: Dict[str, float] = field(default_factory=lambda: {
+        "train_seconds": 0.0, "tracking_seconds": 0.0, "bookkeeping_seconds": 0.0,
+        # parts of bookkeeping, for benchmarks/sweep_scale.py
+        "ask_seconds": 0.0, "create_run_seconds": 0.0, "tell_seconds": 0.0})
     started: float = field(default_factory=time.perf_counter)
     started_at: float = field(default_factory=time.time)
     trained_at: float = field(default_factory=time.time)
@@ -76,9 +78,12 @@ class LaunchStats:
             self.seconds["tracking_seconds"] += tracking
             self.seconds["bookkeeping_seconds"] += bookkeeping
 
-    def add_bookkeeping(self, seconds: float) -> None:
+    def add_bookkeeping(self, seconds: float, part: str = "") -> None:
+        """``part``: ask | create_run | tell, one of bookkeeping's parts (or none)."""
         with self._lock:
             self.seconds["bookkeeping_seconds"] += seconds
+            if part:
+                self.seconds[f"{part}_seconds"] += seconds
 
     def failure_rate_exceeded(self, n_trials: int, max_rate: float) -> bool:
         return self.trials_run >= min(5, n_trials) and self.failed / self.trials_run > max_rate

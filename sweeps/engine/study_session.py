@@ -103,6 +103,13 @@ class StudySession:
         return []
 
     def _ask(self) -> List[TrialEntry]:
+        t0 = time.perf_counter()
+        try:
+            return self._ask_locked()
+        finally:
+            self.stats.add_bookkeeping(time.perf_counter() - t0, "ask")
+
+    def _ask_locked(self) -> List[TrialEntry]:
         with self.guard.critical(), study_lock(self.storage, self.name):
             fail_stale_trials(self.study, self.storage, before_failing=self.ledger.before_stale_fail,
                               after_failing=self.ledger.after_stale_fail)
