@@ -1,0 +1,68 @@
+"""The trainer on every device this machine has: the CPU always, each CUDA device where there
+is one (benchmarks/gpu_check.sh runs this file on a GPU machine; here the CUDA cases skip).
+
+On each device: batched == separate runs (float64), a fixed seed reproduces, bf16 matmuls stay
+close to float32, and the runner trains a stack there (several GPUs: one stack per device)."""
+import pytest
+import torch
+
+import linear_models as lm
+from test_runner import base_cfg  # noqa: F401 -- the fixture
+from test_train import blobs
+
+DEVICES = ["cpu"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+SINGLE = {"svm": lm.svm_loss_vectorized, "softmax": lm.softmax_loss_vectorized}
+
+
+def on(device, *tensors):
+    return [t.to(device) for t in tensors]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_batched_equals_separate_runs_on_the_device(device):
+    X, y = on(device, *blobs(N=200, D=12, C=5))
+    losses, lrs, regs, iters = ["svm", "softmax", "svm"], [1e-2, 5e-2, 1e-1], [1e-3, 1e-2, 0.0], [40, 40, 25]
+    W0 = 1e-3 * torch.randn(X.shape[1], 3, 5, dtype=X.dtype, generator=torch.Generator().manual_seed(9)).to(device)
+    res = lm.train_linear_classifiers_batched(losses, X, y, lrs, regs, iters, 32, W_init=W0,
+                                              generator=lm.make_generator(device, 7))
+    for k in range(3):
+        W_k, _ = lm.train_linear_classifier(SINGLE[losses[k]], W0[:, k, :].clone(), X, y, lrs[k], regs[k], iters[k],
+                                            32, generator=lm.make_generator(device, 7))
+        assert res.W[k].device.type == torch.device(device).type
+        assert ((res.W[k] - W_k).abs().max() / W_k.abs().max()).item() < 1e-10
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_a_seed_reproduces_on_the_device(device):
+    X, y = on(device, *blobs(N=200, D=12, C=5))
+    runs = [lm.train_linear_classifiers_batched("softmax", X, y, [1e-2, 1e-1], [1e-3, 1e-4], [30, 30], 16,
+                                                generator=lm.make_generator(device, 3)).W for _ in range(2)]
+    assert torch.equal(runs[0], runs[1])
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_bf16_matmuls_stay_close_to_float32(device):
+    X, y = on(device, *blobs(N=400, D=24, C=5))
+    X = X.float()
+    common = dict(generator=None, X_val=X, y_val=y, eval_every=50)
+    exact = lm.train_linear_classifiers_batched("svm", X, y, [1e-2], [1e-4], [100], 64,
+                                                **{**common, "generator": lm.make_generator(device, 1)})
+    bf16 = lm.train_linear_classifiers_batched("svm", X, y, [1e-2], [1e-4], [100], 64, matmul_dtype=torch.bfloat16,
+                                               **{**common, "generator": lm.make_generator(device, 1)})
+    assert bf16.W.dtype == torch.float32  # weights stay in float32; only the matmuls are bf16
+    rel = ((bf16.W - exact.W).norm() / exact.W.norm()).item()
+    assert rel < 0.05, rel
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_runner_trains_a_stack_on_the_device(base_cfg, device):
+    """The runner's stacked trials on ``device``; with several GPUs, one stack per GPU."""
+    from sweeps.runner import COMPLETED, run_trials
+    from test_runner import spec
+
+    specs = [spec(base_cfg, i, learning_rate=10.0 ** -(i + 1)) for i in range(4)]
+    devices = [torch.device(device)] if device == "cpu" else [torch.device(d) for d in DEVICES[1:]]
+    outcomes = run_trials(specs, None, devices=devices)
+    assert [o.status for o in outcomes] == [COMPLETED] * 4
+    alone = run_trials([spec(base_cfg, 0, learning_rate=0.1)], None, devices=devices[:1])[0]
+    assert torch.allclose(outcomes[0].weights, alone.weights, rtol=1e-10, atol=0)  # batch mates don't matter
