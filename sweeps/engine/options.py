@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, Optional
 
 from ..config import ConfigError
-from ..study import PRUNERS, SAMPLERS
+from ..sampler_names import MODEL_BASED_SAMPLERS, PRUNERS, SAMPLERS
 
 CPU_AUTO_BATCH, CUDA_AUTO_BATCH = 64, 256
 
@@ -81,8 +81,6 @@ class SweeperOptions:
 
     @property
     def model_based(self) -> bool:
-        from ..study import MODEL_BASED_SAMPLERS
-
         return self.sampler in MODEL_BASED_SAMPLERS
 
     def batch_size_for(self, device_type: str, n_trials: int) -> int:
