@@ -26,19 +26,19 @@ _HEAVY_ERRORS = (("linear_models.data.errors", "DataError"), ("sweeps.data", "Da
 
 def user_errors() -> tuple:
     """The exception types that mean "fix your input"."""
-    from hydra.errors import CompactHydraException
-
     from .config import ConfigError
+    from .hydra_errors import CompactHydraException, InterpolationResolutionError
     from .search_space import SearchSpaceError
 
     loaded = tuple(getattr(sys.modules[m], name) for m, name in _HEAVY_ERRORS if m in sys.modules)
-    return (ConfigError, SearchSpaceError, FileNotFoundError, CompactHydraException) + loaded
+    return (ConfigError, SearchSpaceError, FileNotFoundError, CompactHydraException,
+            InterpolationResolutionError) + loaded
 
 
 def message_of(error: BaseException) -> str:
-    from hydra.errors import CompactHydraException
+    from .hydra_errors import CompactHydraException, InterpolationResolutionError
 
-    if isinstance(error, CompactHydraException):
+    if isinstance(error, (CompactHydraException, InterpolationResolutionError)):
         from .hydra_errors import describe
 
         return describe(error)

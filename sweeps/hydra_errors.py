@@ -12,13 +12,16 @@ import dataclasses
 import re
 
 from hydra.errors import CompactHydraException, MissingConfigException
-from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
+from omegaconf.errors import (ConfigAttributeError, ConfigKeyError, InterpolationResolutionError,
+                              OmegaConfBaseException)
 
-__all__ = ["CompactHydraException", "describe", "install"]
+__all__ = ["CompactHydraException", "InterpolationResolutionError", "describe", "install"]
 
 TYPES = {"Integer": "an integer", "Float": "a number", "Boolean": "true or false", "String": "a string"}
 _CONVERT = re.compile(r"Value '(.*)' of type '\w+' could not be converted to (\w+)")
 _BOOL = re.compile(r"Value '(.*)' is not a valid bool")
+_RAISED = re.compile(r'^\w+ raised while resolving interpolation: "?(.*?)"?$')
+_ENV = re.compile(r"Environment variable '(\w+)' not found")
 
 
 def _fields(kind) -> list:
@@ -42,10 +45,28 @@ def _about_value(cause: OmegaConfBaseException) -> str:
     return f"{key}: {msg}"
 
 
-def describe(error: CompactHydraException) -> str:
-    """One line (and at most one hint line) for a Hydra composition or override error."""
+def _about_interpolation(error: InterpolationResolutionError) -> str:
+    """``hydra.sweeper.storage: Environment variable 'OPTUNA_STORAGE' not found`` and a hint."""
+    first = str(error.msg or error).splitlines()[0]
+    raised = _RAISED.match(first)
+    what = raised[1] if raised else first
+    key = getattr(error, "full_key", None)
+    env = _ENV.search(what)
+    if env:
+        hint = (f"\nset {env[1]} in the environment, or pass {key} on the command line" if key
+                else f"\nset {env[1]} in the environment: the config reads it (${{oc.env:{env[1]}}})")
+    else:
+        hint = ""
+    return f"{key}: {what}{hint}" if key else f"{what}{hint}"
+
+
+def describe(error: Exception) -> str:
+    """One line (and at most one hint line) for a Hydra composition or override error, or an
+    interpolation that cannot be resolved (``${oc.env:OPTUNA_STORAGE}`` without the variable)."""
     from .config import did_you_mean
 
+    if isinstance(error, InterpolationResolutionError):
+        return _about_interpolation(error)
     if isinstance(error, MissingConfigException) and error.options is not None and error.missing_cfg_file:
         group, _, name = str(error.missing_cfg_file).rpartition("/")
         if group:

@@ -65,6 +65,8 @@ CONFIG_CASES = [
     ("dataset-option", ["dataset=imagenet"], BOTH, "dataset must be one of ['cifar10', 'image_folder'], got 'imagenet'"),
     ("image-root", ["dataset.root=/nonexistent/images"], BOTH, "dataset.root must be an existing image folder or .tar.gz"),
     ("syntax", ["model.learning_rate=("], BOTH, "model.learning_rate=("),
+    ("interpolation", ["tracking.experiment=${nope}"], BOTH, "tracking.experiment: Interpolation key 'nope' not found"),
+    ("env-missing", ["+cluster=shared"], MULTI, "Environment variable 'OPTUNA_STORAGE' not found"),
     ("sweep-in-single-run", ["model.learning_rate=interval(0.1,1.0)"], SINGLE, "requires --multirun"),
     # unknown keys, with and without +
     ("key", ["model.learnin_rate=0.5"], BOTH, "model.learnin_rate is not a key of model (did you mean model.learning_rate?)"),
@@ -141,6 +143,7 @@ def assert_refused(rc: int, stderr: str, expected: str, workdir: Path, mode: str
 def test_bad_config_input(base, cid, overrides, mode, text):
     workdir = base / f"{cid}-{mode}"
     args, env = sweep_command(workdir, *overrides, multirun=mode == "multi")
+    env.pop("OPTUNA_STORAGE", None)
     proc = subprocess.run(args, cwd=workdir, env=env, capture_output=True, text=True, timeout=120)
     assert_refused(proc.returncode, proc.stderr, re.escape(text), workdir, mode)
 

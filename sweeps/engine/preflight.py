@@ -25,7 +25,8 @@ def check_launch(options: Dict[str, Any], config_loader, config: DictConfig) -> 
     opts = SweeperOptions.from_hydra(options)
     if opts.storage is not None:
         database_url(opts.storage, "hydra.sweeper.storage")
-    arguments = list(OmegaConf.select(config, "hydra.overrides.task", default=None) or [])
+    task = OmegaConf.select(config, "hydra.overrides.task", default=None)
+    arguments = [] if task is None else OmegaConf.to_container(task, resolve=False)  # as Hydra passes them
     plan = plan_sweep(opts.params, arguments, distributions=False)
     check_sampler_space(opts.sampler, plan.search_space)
     CellComposer(config_loader, config).cells(plan)
