@@ -84,8 +84,8 @@ def install() -> None:
 
     from .errors import exit_on_user_error
 
-    original = hydra_utils.run_and_report
-    if getattr(original, "linear_sweeps", False):
+    original = getattr(hydra_utils, "run_and_report", None)  # Hydra 1.3's; elsewhere: Hydra's own format
+    if original is None or getattr(original, "linear_sweeps", False):
         return
 
     def run_and_report(func):

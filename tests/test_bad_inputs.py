@@ -268,3 +268,12 @@ def test_default_main_job_offline_says_one_line_and_creates_nothing(tmp_path, mo
     expected = re.escape(f"data/cifar10: CIFAR-10 is not there, and downloading it from {url} failed (")
     assert_refused(proc.returncode, proc.stderr, expected, work, mode)
     assert proc.stderr.splitlines()[-1].startswith("offline, pass a local copy: dataset.root=PATH")
+
+
+def test_linear_compare_says_its_errors_the_same_way(tmp_path, capsys):
+    from sweeps import compare
+
+    assert compare.main(["--tracking-uri", f"sqlite:///{tmp_path / 'none.db'}", "--out", str(tmp_path / "r")]) == 2
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert 1 <= len(lines) <= 2 and lines[0].startswith("linear-compare: error: "), lines
+    assert "no MLflow store" in lines[0] and not (tmp_path / "none.db").exists()
