@@ -143,10 +143,10 @@ def check_known_keys(node: DictConfig, path: str = "") -> None:
     for key in node.keys():
         if not path and key == "hydra":
             continue
-        child = node._get_node(key)
-        kind = OmegaConf.get_type(child) if isinstance(child, DictConfig) else None
+        kind = OmegaConf.get_type(node, key)
         if kind is None or not dataclasses.is_dataclass(kind):
             continue
+        child = node[key]
         name = f"{path}{key}"
         fields = {f.name for f in dataclasses.fields(kind)}
         for unknown in sorted(set(map(str, child.keys())) - fields):
