@@ -19,6 +19,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from .config import register_configs
+from .hydra_errors import install as install_hydra_errors
 
 log = logging.getLogger(__name__)
 
@@ -36,16 +37,19 @@ def train(cfg: DictConfig) -> float:
     """Train one configuration, record it as an MLflow run; returns its validation accuracy."""
     import math
 
+    from .config import check_batch_size, validate_config
+
+    validate_config(cfg)  # before the heavy imports: a bad value is refused at once
+
     import linear_models as lm
 
-    from .config import validate_config
     from .data import load_data, resolve_device
     from .runner import COMPLETED, TrialSpec, run_trials, trial_params
     from .tracking import TAG_FAILURE, TAG_OVERRIDES, TAG_ROLE, Tracker
 
-    validate_config(cfg)
     device = resolve_device(cfg.device.type)
     data = load_data(cfg.dataset, cfg.model.dtype, device)  # data problems surface before a run exists
+    check_batch_size(cfg, data["X_train"].shape[0])
     tracker = Tracker.from_config(cfg.tracking)
     try:
         overrides = " ".join(HydraConfig.get().overrides.task)
@@ -99,6 +103,7 @@ def register_plugins() -> None:
 
 register_configs()
 register_plugins()
+install_hydra_errors()  # Hydra's command-line errors: one line and exit 2, like ours
 
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="config")

@@ -20,6 +20,10 @@ class DatasetUnavailable(RuntimeError):
     """The dataset could not be found or fetched; the message lists the alternatives."""
 
 
+OFFLINE_HINT = ("offline, pass a local copy: dataset.root=PATH (a cifar-10-batches-py/ folder or "
+                "cifar-10-python.tar.gz), or an image tree: dataset=image_folder dataset.root=PATH")
+
+
 def resolve_device(kind: str) -> torch.device:
     """auto -> cuda when available, else cpu."""
     if kind == "auto":
@@ -68,8 +72,8 @@ def cpu_has_native_bf16() -> bool:
 
 
 def dataset_key(dataset_cfg: DictConfig) -> Tuple:
-    # `download` says how to get the files, not what they hold.
-    return tuple((k, str(dataset_cfg[k])) for k in sorted(dataset_cfg.keys()) if k != "download")
+    # `download` and `url` say how to get the files, not what they hold.
+    return tuple((k, str(dataset_cfg[k])) for k in sorted(dataset_cfg.keys()) if k not in ("download", "url"))
 
 
 DATA_KEYS = ("dataset", "model.dtype", "device")  # the config that load_data's result depends on
@@ -150,13 +154,17 @@ def _load_raw(dataset_cfg: DictConfig, lm_data):
     cache = {} if cache_dir is None else {"cache_dir": cache_dir}
     if dataset_cfg.name == "image_folder":
         return lm_data.load_image_folder(dataset_cfg.root, **cache)
+    url = OmegaConf.select(dataset_cfg, "url", default=None) or lm_data.CIFAR10_URL
     try:
-        return lm_data.load_cifar10(dataset_cfg.root, download=dataset_cfg.download, **cache)
-    except (urllib.error.URLError, OSError, TimeoutError) as e:
-        if isinstance(e, FileNotFoundError) and not dataset_cfg.download:
+        return lm_data.load_cifar10(dataset_cfg.root, download=dataset_cfg.download, url=url, **cache)
+    except lm_data.DataNotFoundError:
+        if dataset_cfg.download:
             raise
-        raise DatasetUnavailable(
-            f"CIFAR-10 is not in dataset.root={dataset_cfg.root!r} and could not be downloaded ({e}). "
-            "Alternatives: pass a local copy with dataset.root=PATH (a cifar-10-batches-py/ folder or "
-            "cifar-10-python.tar.gz), or use an image tree: dataset=image_folder "
-            "dataset.root=PATH/cifar10-jpeg.tar.gz") from e
+        raise DatasetUnavailable(f"{dataset_cfg.root}: CIFAR-10 is not there and dataset.download=false\n"
+                                 f"{OFFLINE_HINT}") from None
+    except (urllib.error.URLError, OSError, TimeoutError) as e:
+        if isinstance(e, lm_data.DataError):
+            raise
+        reason = getattr(e, "reason", None) or e
+        raise DatasetUnavailable(f"{dataset_cfg.root}: CIFAR-10 is not there, and downloading it from {url} "
+                                 f"failed ({reason})\n{OFFLINE_HINT}") from None

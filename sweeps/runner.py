@@ -24,6 +24,7 @@ import linear_models as lm
 
 from .data import load_data, matmul_dtype, matmul_dtype_name, resolve_device
 from .recording import record_trial
+from .ticker import TrainingTicker
 from .tracking import Tracker
 from .trial import COMPLETED, DIVERGED, ERROR, PRUNED, TrialOutcome, TrialSpec  # noqa: F401 (re-exported)
 
@@ -138,13 +139,16 @@ def _run_group(specs: List[TrialSpec], device: torch.device, tracker: Optional[T
     mm_dtype = matmul_dtype(cfg.model, device)  # scores use the training matmuls' precision too
     checks = _CheckPoints(specs, data, device, mm_dtype, report_intermediate, should_prune)
     start = time.perf_counter()
-    result = lm.train_linear_classifiers_batched(
-        [s.cfg.loss.name for s in specs], data["X_train"], data["y_train"],
-        [s.cfg.model.learning_rate for s in specs], [s.cfg.model.reg for s in specs], checks.iters,
-        cfg.model.batch_size, X_val=data["X_val"], y_val=data["y_val"], eval_every=cfg.eval_every, generator=gen,
-        W_init=W0.unsqueeze(1).expand(-1, K, -1).contiguous(), lr_schedules=[s.cfg.model.lr_decay for s in specs],
-        lr_step_every=cfg.model.lr_decay_every, lr_gamma=cfg.model.lr_decay_gamma,
-        matmul_dtype=mm_dtype, loss_every=cfg.tracking.loss_every, callback=checks)
+    label = f"training {K} trial{'s' if K > 1 else ''} ({', '.join(sorted({s.cfg.loss.name for s in specs}))})"
+    with TrainingTicker(label, max(checks.iters), lambda: checks.step):  # a line every 10 s off a terminal
+        result = lm.train_linear_classifiers_batched(
+            [s.cfg.loss.name for s in specs], data["X_train"], data["y_train"],
+            [s.cfg.model.learning_rate for s in specs], [s.cfg.model.reg for s in specs], checks.iters,
+            cfg.model.batch_size, X_val=data["X_val"], y_val=data["y_val"], eval_every=cfg.eval_every,
+            generator=gen, W_init=W0.unsqueeze(1).expand(-1, K, -1).contiguous(),
+            lr_schedules=[s.cfg.model.lr_decay for s in specs], lr_step_every=cfg.model.lr_decay_every,
+            lr_gamma=cfg.model.lr_decay_gamma, matmul_dtype=mm_dtype, loss_every=cfg.tracking.loss_every,
+            callback=checks)
     outcomes = _outcomes(specs, result, data, mm_dtype, checks)
     for out in outcomes:  # amortized over the stack, the final accuracies on whole splits included
         out.seconds = (time.perf_counter() - start) / K
@@ -174,8 +178,10 @@ class _CheckPoints:
         self.iters = [s.cfg.model.num_iters for s in specs]
         self.val_hist: List[Dict[int, float]] = [dict() for _ in specs]
         self.train_hist: List[Dict[int, float]] = [dict() for _ in specs]
+        self.step = 0  # the last check point's iteration (the ticker reads it)
 
     def __call__(self, progress: lm.BatchedProgress) -> List[int]:
+        self.step = progress.step
         if not progress.active:
             return []
         train_acc = lm.batched_accuracy(progress.weights, self.X_sub, self.y_sub, matmul_dtype=self.mm_dtype).tolist()

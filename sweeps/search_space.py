@@ -6,6 +6,10 @@ Bound convention (one for every sampler):
   range(a, b, s)     a, a+s, ... < b (stop excluded, as in Python and Hydra's basic sweeper)
   choice(x, y, ...)  one of the listed values
   tag(log, ...)      sample on a log scale (interval only)
+
+Parsing and every check need Hydra's parser only (a :class:`ParamSpec` per parameter): the
+sweeper refuses a bad search space before Optuna is imported; ``plan_sweep`` then builds the
+Optuna distributions.
 """
 from __future__ import annotations
 
@@ -16,13 +20,37 @@ from typing import Any, Dict, List, Sequence, Tuple
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, Override, RangeSweep, Transformer
-from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 
-__all__ = ["SearchSpaceError", "SweepPlan", "distribution_from_override", "grid_values", "plan_sweep"]
+__all__ = ["ParamSpec", "SearchSpaceError", "SweepPlan", "check_sampler_space", "distribution_from_override",
+           "grid_size", "grid_values", "param_spec", "plan_sweep"]
 
 
 class SearchSpaceError(ValueError):
     """A search-space entry Optuna cannot use; names the parameter."""
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """One checked search-space entry, not yet an Optuna distribution (same attribute names)."""
+
+    kind: str  # categorical | int | float
+    low: Any = None
+    high: Any = None
+    step: Any = None
+    log: bool = False
+    choices: Tuple[Any, ...] = ()
+    text: str = ""  # as written, for messages
+
+    def __str__(self) -> str:
+        return self.text
+
+    def to_distribution(self):
+        from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+        if self.kind == "categorical":
+            return CategoricalDistribution(list(self.choices))
+        cls = IntDistribution if self.kind == "int" else FloatDistribution
+        return cls(self.low, self.high, log=self.log, **({} if self.step is None else {"step": self.step}))
 
 
 def _range_values(name: str, sweep: RangeSweep) -> List[Any]:
@@ -42,24 +70,25 @@ def _range_values(name: str, sweep: RangeSweep) -> List[Any]:
     return values
 
 
-def distribution_from_override(override: Override) -> BaseDistribution:
-    """One sweep override (choice / range / interval, optionally tagged log) -> distribution."""
+def param_spec(override: Override) -> ParamSpec:
+    """One sweep override (choice / range / interval, optionally tagged log), checked."""
     name = override.get_key_element()
     value = override.value()
+    text = override.input_line.split("=", 1)[-1]
     if isinstance(value, ChoiceSweep):
         choices = list(override.sweep_iterator(transformer=Transformer.encode))
         for c in choices:
             if not isinstance(c, (str, int, float, bool, type(None))):
                 raise SearchSpaceError(f"{name}: choice values must be scalars, got {c!r}")
-        return CategoricalDistribution(choices)
+        return ParamSpec("categorical", choices=tuple(choices), text=text)
     if isinstance(value, RangeSweep):
         values = _range_values(name, value)
-        if value.shuffle:
-            return CategoricalDistribution(values)
         step = value.step if value.step is not None else 1
+        if value.shuffle or step < 0:
+            return ParamSpec("categorical", choices=tuple(values), text=text)
         if all(isinstance(v, int) for v in (value.start, value.stop, step)):
-            return IntDistribution(values[0], values[-1], step=abs(step)) if step > 0 else CategoricalDistribution(values)
-        return FloatDistribution(values[0], values[-1], step=float(step)) if step > 0 else CategoricalDistribution(values)
+            return ParamSpec("int", values[0], values[-1], step=step, text=text)
+        return ParamSpec("float", values[0], values[-1], step=float(step), text=text)
     if isinstance(value, IntervalSweep):
         low, high = value.start, value.end
         log = "log" in value.tags
@@ -68,20 +97,43 @@ def distribution_from_override(override: Override) -> BaseDistribution:
         if log and low <= 0:
             raise SearchSpaceError(f"{name}: a log interval needs low > 0, got interval({low}, {high})")
         if isinstance(low, int) and isinstance(high, int):
-            return IntDistribution(low, high, log=log)
-        return FloatDistribution(float(low), float(high), log=log)
+            return ParamSpec("int", low, high, log=log, text=text)
+        return ParamSpec("float", float(low), float(high), log=log, text=text)
     raise SearchSpaceError(f"{name}: {override.input_line!r} is not a search space (use choice, range or interval)")
 
 
-def grid_values(name: str, dist: BaseDistribution) -> List[Any]:
-    """Points of a discrete distribution for the grid sampler."""
-    if isinstance(dist, CategoricalDistribution):
-        return list(dist.choices)
+def distribution_from_override(override: Override):
+    """One sweep override -> its Optuna distribution."""
+    return param_spec(override).to_distribution()
+
+
+def grid_values(name: str, dist) -> List[Any]:
+    """Points of a discrete distribution (or ParamSpec) for the grid sampler."""
+    choices = getattr(dist, "choices", None)
+    if choices:
+        return list(choices)
     step = getattr(dist, "step", None)
-    if isinstance(dist, (IntDistribution, FloatDistribution)) and step is not None and not dist.log:
+    if step is not None and not dist.log:
         n = int(math.floor((dist.high - dist.low) / step + 1e-9)) + 1
-        return [dist.low + i * step if isinstance(dist, IntDistribution) else round(dist.low + i * step, 12) for i in range(n)]
+        exact = isinstance(dist.low, int) and isinstance(step, int)
+        return [dist.low + i * step if exact else round(dist.low + i * step, 12) for i in range(n)]
     raise SearchSpaceError(f"{name}: the grid sampler needs choice(...) or range(...), got {dist}")
+
+
+def grid_size(search_space) -> int:
+    n = 1
+    for k, d in search_space.items():
+        n *= len(grid_values(k, d))
+    return n
+
+
+def check_sampler_space(sampler: str, search_space) -> None:
+    if not search_space:
+        raise SearchSpaceError("hydra.sweeper.params is empty: give a search space, e.g. "
+                               "model.learning_rate='tag(log, interval(1e-4, 1))' (or a sweep preset: sweep=tpe)")
+    if sampler == "grid":
+        for k, d in search_space.items():
+            grid_values(k, d)
 
 
 @dataclass
@@ -92,7 +144,7 @@ class SweepPlan:
     cells: list of override lists, one per study (a single empty cell without an outer grid).
     """
 
-    search_space: Dict[str, BaseDistribution]
+    search_space: Dict[str, Any]  # Optuna distributions (ParamSpecs with distributions=False)
     fixed: List[str]
     cells: List[List[str]]
 
@@ -100,12 +152,13 @@ class SweepPlan:
         return ",".join(cell)
 
 
-def plan_sweep(params: Dict[str, str], arguments: Sequence[str]) -> SweepPlan:
+def plan_sweep(params: Dict[str, str], arguments: Sequence[str], distributions: bool = True) -> SweepPlan:
     """Split hydra.sweeper.params and the command-line overrides into a SweepPlan.
 
     Command-line sweeps written as functions (choice(...), interval(...)) join the search space
     (replacing a params entry of the same key); plain comma lists (loss=svm,softmax) whose key
-    is not in the search space form the outer grid.
+    is not in the search space form the outer grid. ``distributions=False``: the checked
+    ParamSpecs instead of Optuna distributions (Optuna is not imported).
     """
     parser = OverridesParser.create()
     space_overrides = {}
@@ -125,6 +178,7 @@ def plan_sweep(params: Dict[str, str], arguments: Sequence[str]) -> SweepPlan:
             grid.append((key, [f"{key}={v}" for v in ov.sweep_string_iterator()]))
         else:
             space_overrides[key.lstrip("+~")] = ov
-    search_space = {k: distribution_from_override(ov) for k, ov in space_overrides.items()}
+    specs = {k: param_spec(ov) for k, ov in space_overrides.items()}
+    search_space = {k: spec.to_distribution() for k, spec in specs.items()} if distributions else specs
     cells = [list(c) for c in itertools.product(*[vals for _, vals in grid])] if grid else [[]]
     return SweepPlan(search_space=search_space, fixed=fixed, cells=cells)

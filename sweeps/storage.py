@@ -20,6 +20,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from . import optuna_adapter as adapter
+from .db_urls import database_url
 
 log = logging.getLogger(__name__)
 # fail_stale_trials and heartbeats are stable in practice; don't warn on every ask.
@@ -42,7 +43,7 @@ def make_storage(url: Optional[str], heartbeat_interval: int, grace_period: int)
     """RDB storage with heartbeats for a URL (relative sqlite paths become absolute); in memory for None."""
     if url is None:
         return optuna.storages.InMemoryStorage()
-    url = absolute_sqlite_url(url)
+    url = database_url(absolute_sqlite_url(url), "hydra.sweeper.storage")  # postgresql://: the installed driver
     if url.startswith("sqlite"):
         from .tracking import tune_sqlite
 

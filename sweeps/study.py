@@ -14,18 +14,10 @@ from typing import Any, Dict, List, Optional
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from .search_space import SearchSpaceError, grid_values
+from .sampler_names import MODEL_BASED_SAMPLERS, PRUNERS, RESEEDED_SAMPLERS, SAMPLERS  # noqa: F401 (re-exported)
+from .search_space import check_sampler_space, grid_size, grid_values  # noqa: F401 (re-exported)
 
 log = logging.getLogger(__name__)
-
-SAMPLERS = ("tpe", "random", "grid", "cmaes", "qmc", "gp")
-PRUNERS = ("none", "median", "successive_halving", "hyperband")
-# Samplers whose draws come from a private RNG: reseeded per trial number, so a relaunch or a
-# second worker never replays the draws of an earlier one. grid, qmc, cmaes and gp derive
-# theirs from the study (trial numbers, stored state) and keep one seeded instance.
-RESEEDED_SAMPLERS = ("tpe", "random")
-# Samplers whose suggestions depend on finished trials: they wait for the tells before asking.
-MODEL_BASED_SAMPLERS = ("tpe", "cmaes", "gp")
 
 # Trial user attributes written by the sweep (Optuna -> MLflow link and failure reasons).
 ATTR_RUN_ID = "mlflow_run_id"
@@ -80,22 +72,6 @@ def make_pruner(name: str, kwargs: Dict[str, Any]) -> optuna.pruners.BasePruner:
     if name == "hyperband":
         return optuna.pruners.HyperbandPruner(**kwargs)
     raise ValueError(f"hydra.sweeper.pruner must be one of {list(PRUNERS)}, got {name!r}")
-
-
-def grid_size(search_space) -> int:
-    n = 1
-    for k, d in search_space.items():
-        n *= len(grid_values(k, d))
-    return n
-
-
-def check_sampler_space(sampler: str, search_space) -> None:
-    if not search_space:
-        raise SearchSpaceError("hydra.sweeper.params is empty: give a search space, e.g. "
-                               "model.learning_rate='tag(log, interval(1e-4, 1))' (or a sweep preset: sweep=tpe)")
-    if sampler == "grid":
-        for k, d in search_space.items():
-            grid_values(k, d)
 
 
 def is_param_failure(reason: Optional[str]) -> bool:

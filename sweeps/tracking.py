@@ -20,6 +20,8 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from .db_urls import redact_url, tracking_uri  # noqa: F401 (redact_url: re-exported)
+
 log = logging.getLogger(__name__)
 
 # Tag names other tools (linear-compare, docs, users' queries) rely on.
@@ -50,15 +52,6 @@ def mlflow_status(optuna_state: str, fail_reason: Optional[str] = None) -> str:
     if optuna_state == "FAIL" and fail_reason and not fail_reason.startswith(("diverged", "error")):
         return "KILLED"
     return _STATUS.get(optuna_state, "RUNNING")
-
-
-def redact_url(url: Optional[str]) -> Optional[str]:
-    """A storage/tracking URL without its password, for tags and logs."""
-    if not url or "@" not in url or "://" not in url:
-        return url
-    scheme, rest = url.split("://", 1)
-    creds, host = rest.rsplit("@", 1)
-    return f"{scheme}://{creds.split(':', 1)[0]}:***@{host}"
 
 
 def absolute_local_uri(uri: str) -> str:
@@ -135,7 +128,7 @@ class Tracker:
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", str(http_max_retries))
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", str(http_backoff_factor))
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(http_timeout))
-        self.uri = absolute_local_uri(uri)
+        self.uri = tracking_uri(absolute_local_uri(uri))  # postgresql://: the installed driver
         if self.uri.startswith("sqlite"):
             tune_sqlite()
         self.client = MlflowClient(tracking_uri=self.uri)

@@ -188,10 +188,15 @@ def test_prefetch_skips_an_invalid_config_and_never_downloads(tmp_path, monkeypa
 
     from sweeps import data
 
-    monkeypatch.setattr(urllib.request, "urlopen", lambda *a, **k: pytest.fail("prefetch tried a download"))
+    # Recorded, not failed where it happens: pytest.fail in the prefetch thread would only warn.
+    downloads = []
+    monkeypatch.setattr(urllib.request, "urlopen", lambda *a, **k: downloads.append(a) or pytest.fail("download"))
     assert data.prefetch_data(_compose("model.learning_rate=-1", "device=cpu")) is None
     missing = _compose(f"dataset.root={tmp_path / 'none'}", "device=cpu", "dataset.download=true")
     thread = data.prefetch_data(missing)  # valid config, files absent: the thread gives up quietly
     assert thread is not None
     thread.join(timeout=60)
+    assert not thread.is_alive()
+    assert downloads == [], f"prefetch tried a download: {downloads}"
     assert not any(k[0] == data.dataset_key(missing.dataset) for k in data._CACHE)
+    assert not (tmp_path / "none").exists()

@@ -245,9 +245,9 @@ def test_single_run_records_one_finished_run(tmp_path):
     (["hydra.sweeper.n_trials=0"], "hydra.sweeper.n_trials must be an integer >= 1, got 0"),
     (["model.learning_rate=interval(-1.0, 1.0)"],
      "search space model.learning_rate allows an invalid value: model.learning_rate must be > 0, got -1.0"),
-    (["model.learnin_rate=interval(0.1, 1.0)"], "model.learnin_rate is not a key of the config"),
+    (["model.learnin_rate=interval(0.1, 1.0)"], "model.learnin_rate is not a key of model (did you mean model.learning_rate?)"),
     (["hydra.sweeper.sampler=annealing"], "hydra.sweeper.sampler must be one of"),
-    (["device=tpu"], "Could not find 'device/tpu'"),
+    (["device=tpu"], "device must be one of ['auto', 'cpu', 'cuda'], got 'tpu'"),
 ])
 def test_bad_config_is_rejected_before_any_run(tmp_path, overrides, message):
     work = tmp_path / "work"

@@ -19,14 +19,18 @@ class LinearOptunaSweeper(Sweeper):
         self._loop = None
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
+        from sweeps.engine.preflight import check_launch  # light: Hydra and OmegaConf only
+        from sweeps.errors import exit_on_user_error
+
+        with exit_on_user_error():  # bad options, search space or config: one line and exit 2, at once
+            check_launch(self._options, hydra_context.config_loader, config)
         from sweeps.data import prefetch_data  # torch and linear_models only
 
         # The dataset decodes (mostly outside the GIL) while MLflow and Optuna import.
         prefetch_data(config, OmegaConf.select(config, "hydra.overrides.task", default=None) or ())
         from sweeps.engine import SweepLoop  # heavy imports (optuna, mlflow) happen here
-        from sweeps.errors import exit_on_user_error
 
-        with exit_on_user_error():  # a bad hydra.sweeper.* value: one line and exit 2
+        with exit_on_user_error():
             self._loop = SweepLoop(**self._options)
             self._loop.setup(hydra_context=hydra_context, task_function=task_function, config=config)
 

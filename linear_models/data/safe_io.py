@@ -197,9 +197,10 @@ def download(url: str, dest: Path, md5: str) -> None:
     """Download ``url`` to ``dest`` via a temporary ``.part`` file beside it.
 
     Only an archive with md5 ``md5`` is kept (DataError otherwise); an interrupted transfer
-    raises ConnectionError (an OSError, like urlopen's own failures). The ``.part`` file is
-    removed whatever happens, Ctrl-C included.
+    raises ConnectionError (an OSError, like urlopen's own failures). The ``.part`` file, and
+    the folders made for ``dest``, are removed whatever happens, Ctrl-C included.
     """
+    made = [p for p in [dest.parent, *dest.parent.parents] if not p.exists()]
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=dest.name + ".", suffix=".part", dir=dest.parent)
     try:
@@ -214,4 +215,9 @@ def download(url: str, dest: Path, md5: str) -> None:
         os.replace(tmp, dest)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
+        for folder in made:  # innermost first; one that got other files meanwhile stays
+            try:
+                folder.rmdir()
+            except OSError:
+                break
         raise

@@ -13,6 +13,7 @@ from typing import Any, Dict, List, Optional, Sequence
 import pandas as pd
 from mlflow.exceptions import MlflowException
 
+from ..errors import say
 from ..tracking import TAG_ROLE
 from .edges import fill_edges
 from .errors import EXIT_ERROR, CompareError
@@ -216,7 +217,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         result = run(args)
     except CompareError as e:
-        print(f"linear-compare: error: {e}", file=sys.stderr)
+        say(str(e), program="linear-compare")  # the format of linear-sweep's errors: one line, one hint
         return EXIT_ERROR
     for s in result["summaries"]:
         line = (f"{s.family}: {s.trials} trials ({s.completed} completed, {s.pruned} pruned, {s.failed} failed), "

@@ -7,7 +7,7 @@ from typing import Any, Dict, List, Sequence
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from ..config import ConfigError, validate_config
+from ..config import ConfigError, check_batch_size, unknown_key_error, validate_config
 from ..search_space import SweepPlan
 
 
@@ -47,8 +47,7 @@ class CellComposer:
         validate_config(base)
         for key, dist in plan.search_space.items():
             if OmegaConf.select(base, key, default="__missing__") == "__missing__":
-                raise ConfigError(f"search space: {key} is not a key of the config "
-                                  f"(known sections: {', '.join(base.keys())})")
+                raise unknown_key_error(base, key, "search space: ")
             for corner in _corners(dist):  # every corner must be valid, or every trial would fail
                 probe = base.copy()
                 try:
@@ -72,8 +71,16 @@ class CellComposer:
         return cfg
 
 
+def check_fits_data(cell: Cell, n_train: int) -> None:
+    """The cell's model.batch_size, and the search space's largest, fit its training split."""
+    check_batch_size(cell.base, n_train)
+    dist = cell.plan.search_space.get("model.batch_size")
+    if dist is not None:
+        check_batch_size(cell.base, n_train, int(max(_corners(dist))))
+
+
 def _corners(dist) -> List[Any]:
-    if hasattr(dist, "choices"):
+    if getattr(dist, "choices", None):  # an Optuna distribution or a ParamSpec
         return list(dist.choices)
     return [dist.low, dist.high]
 

@@ -20,7 +20,7 @@ from typing import Any, Dict, List, Optional, Sequence
 from omegaconf import DictConfig, OmegaConf
 
 ATTR_OBJECTIVE = "linear_sweeps.objective"
-NOT_OBJECTIVE = ("tracking", "device", "dataset.cache_dir", "dataset.download", "metric")
+NOT_OBJECTIVE = ("tracking", "device", "dataset.cache_dir", "dataset.download", "dataset.url", "metric")
 # What a study made by an older version recorded on its parent run (param name -> config key).
 LEGACY_PARAMS = {"loss": "loss.name", "dataset": "dataset.name", "num_iters": "model.num_iters",
                  "batch_size": "model.batch_size"}

@@ -22,7 +22,7 @@ from ..search_space import plan_sweep
 from ..storage import make_storage
 from ..study import check_sampler_space, grid_size
 from ..tracking import Tracker, redact_url
-from .cells import Cell, CellComposer
+from .cells import Cell, CellComposer, check_fits_data
 from .finalize import link_results, write_results
 from .opening import open_study
 from .options import SweeperOptions
@@ -53,6 +53,7 @@ class SweepLoop:
         plan = plan_sweep(self.options.params, arguments)
         check_sampler_space(self.options.sampler, plan.search_space)
         cells = self.composer.cells(plan)  # every cell composed and checked before any store exists
+        self._load_data(cells)
         finisher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="finish-trials")
         switch_interval = sys.getswitchinterval()
         sys.setswitchinterval(GIL_SWITCH_INTERVAL)
@@ -73,6 +74,14 @@ class SweepLoop:
         write_results(self.sweep_dir, self.options.direction, summaries)
         return summaries
 
+    @staticmethod
+    def _load_data(cells: List[Cell]) -> None:
+        """Every cell's data (the launch's own was prefetched while Optuna and MLflow imported):
+        a data error, or a batch larger than the training split, ends the launch before any store exists."""
+        for cell in cells:
+            data = load_data(cell.base.dataset, cell.base.model.dtype, resolve_device(cell.base.device.type))
+            check_fits_data(cell, data["X_train"].shape[0])
+
     def _tracker(self, base: DictConfig) -> Tracker:
         """One Tracker per tracking config: studies that share it train their batches together."""
         key = OmegaConf.to_yaml(base.tracking, resolve=True)
@@ -81,19 +90,12 @@ class SweepLoop:
         return self._trackers[key]
 
     def _open_sessions(self, cells: List[Cell], finisher, guard: ShutdownGuard, sessions: List[StudySession]) -> None:
-        """Load every cell's data (in the background, while the stores open), then open the
-        studies: a data error ends the launch before any study or run exists."""
-        loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="load-data")
-        data = [loader.submit(load_data, c.base.dataset, c.base.model.dtype, resolve_device(c.base.device.type))
-                for c in cells]
-        loader.shutdown(wait=False)
+        """Open the stores and the studies (the cells' data is loaded and checked already)."""
         o = self.options
         storage = make_storage(o.storage, o.heartbeat_interval, o.grace_seconds)
         trackers = [self._tracker(c.base) for c in cells]
         for tracker in trackers:
-            tracker.open_store()  # schema migrations of a new store run while the data loads
-        for ready in data:
-            ready.result()
+            tracker.open_store()
         for i, (cell, tracker) in enumerate(zip(cells, trackers)):
             n_trials = min(o.n_trials, grid_size(cell.plan.search_space)) if o.sampler == "grid" else o.n_trials
             seed = o.seed if o.seed is not None else int(cell.base.seed)

@@ -5,8 +5,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Dict, Optional
 
-from ..config import ConfigError
-from ..study import PRUNERS, SAMPLERS
+from ..config import ConfigError, did_you_mean
+from ..sampler_names import MODEL_BASED_SAMPLERS, PRUNERS, SAMPLERS
 
 CPU_AUTO_BATCH, CUDA_AUTO_BATCH = 64, 256
 
@@ -71,7 +71,9 @@ class SweeperOptions:
         known = set(cls.__dataclass_fields__)
         unknown = sorted(set(options) - known)
         if unknown:
-            raise ConfigError(f"hydra.sweeper.{unknown[0]} is not an option; known: {', '.join(sorted(known))}")
+            name = f"hydra.sweeper.{unknown[0]}"
+            raise ConfigError(f"{name} is not an option"
+                              + (did_you_mean(name, known) or f"; known: {', '.join(sorted(known))}"))
         plain = {k: (dict(v) if hasattr(v, "items") else v) for k, v in options.items()}
         return cls(**plain)
 
@@ -81,8 +83,6 @@ class SweeperOptions:
 
     @property
     def model_based(self) -> bool:
-        from ..study import MODEL_BASED_SAMPLERS
-
         return self.sampler in MODEL_BASED_SAMPLERS
 
     def batch_size_for(self, device_type: str, n_trials: int) -> int:
