@@ -256,6 +256,11 @@ class TrialLedger:
         # Its Optuna state is final now; the rest repairs itself on a relaunch if it fails here.
         state_reason = frozen.user_attrs.get(ATTR_FAIL_REASON) if frozen.state == TrialState.FAIL else None
         self._close(run_id, frozen.state.name, state_reason)
+        recorded = entry.outcome.recorded if entry.outcome is not None else None
+        if recorded is not None and not recorded.cancel() and not recorded.done():
+            # Being recorded right now: its metrics, and the final-state tags computed before
+            # this abort, land after this close. Close the run again once they have.
+            recorded.add_done_callback(lambda _: self._close_quietly(run_id, frozen.state.name, state_reason))
         if frozen.state == TrialState.FAIL and state_reason == reason:
             requeue(self.study, frozen, max_retries)
 
@@ -289,6 +294,12 @@ class TrialLedger:
         if tags != logged_tags:
             self.tracker.set_tags(run_id, tags)
         self.tracker.end_run(run_id, mlflow_status(state, reason))
+
+    def _close_quietly(self, run_id: str, state: str, reason: Optional[str]) -> None:
+        try:
+            self._close(run_id, state, reason)
+        except Exception:  # noqa: BLE001 -- a relaunch's reconcile ends it
+            log.exception("could not end MLflow run %s", run_id)
 
     def ensure_run(self, trial: FrozenTrial) -> str:
         """The trial's MLflow run id, found by its tags or created bare if it never got one (its
