@@ -58,16 +58,20 @@ class SweepLoop:
         sys.setswitchinterval(GIL_SWITCH_INTERVAL)
         try:
             with ShutdownGuard(self.options.shutdown_timeout) as guard:
-                sessions: List[StudySession] = []
-                scheduler = Scheduler(sessions, self.options, finisher, guard)
                 try:
-                    self._open_sessions(cells, finisher, guard, sessions)
-                except BaseException as error:
-                    scheduler.stop(error)  # the studies opened so far stop as on Ctrl-C
-                    raise
-                summaries = scheduler.run()
+                    sessions: List[StudySession] = []
+                    scheduler = Scheduler(sessions, self.options, finisher, guard)
+                    try:
+                        self._open_sessions(cells, finisher, guard, sessions)
+                    except BaseException as error:
+                        scheduler.stop(error)  # the studies opened so far stop as on Ctrl-C
+                        raise
+                    summaries = scheduler.run()
+                finally:
+                    # Inside the guard: after a signal or an error the watchdog bounds this wait
+                    # too, and jobs of aborted trials that have not started are dropped.
+                    finisher.shutdown(wait=True, cancel_futures=guard.cleaning)
         finally:
-            finisher.shutdown(wait=True)
             sys.setswitchinterval(switch_interval)
         write_results(self.sweep_dir, self.options.direction, summaries)
         return summaries

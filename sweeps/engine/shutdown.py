@@ -80,6 +80,11 @@ class ShutdownGuard:
                 self._pending = False
                 raise SweepInterrupted(self.signum)
 
+    @property
+    def cleaning(self) -> bool:
+        """Whether a stop (signal or error) has begun."""
+        return self._cleaning
+
     def begin_cleanup(self, error: BaseException) -> None:
         """From here on signals are ignored; the process ends at the latest ``timeout`` s later."""
         if self._cleaning:
