@@ -213,10 +213,15 @@ class TrialLedger:
                 self._move(entry, Phase.RECORDED)
                 state = self._tell_outcome(entry)
         except Exception as e:
-            log.exception("could not record trial %d", entry.number)
-            self.abort(entry, f"tracking: could not record trial: {type(e).__name__}: {e}", self.max_retries)
-            self.stats.count(failed=True, train=out.seconds, tracking=out.tracking_seconds)
-            return
+            if entry.phase != Phase.TOLD:
+                log.exception("could not record trial %d", entry.number)
+                self.abort(entry, f"tracking: could not record trial: {type(e).__name__}: {e}", self.max_retries)
+                self.stats.count(failed=True, train=out.seconds, tracking=out.tracking_seconds)
+                return
+            # Told already: only ending its MLflow run failed. Once more (else a relaunch's reconcile).
+            log.exception("could not end the MLflow run of trial %d; trying once more", entry.number)
+            state, reason = final_state(out)
+            self._close_quietly(entry.run_id, state.name, reason)
         self.stats.count(failed=state == TrialState.FAIL, train=out.seconds, tracking=out.tracking_seconds,
                          bookkeeping=time.perf_counter() - t0)
         if state == TrialState.COMPLETE and out.weights is not None and (
