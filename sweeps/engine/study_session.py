@@ -195,7 +195,11 @@ class StudySession:
         if deadline is None:
             deadline = time.monotonic() + max(1.0, self.options.shutdown_timeout / 2)
         if self.summary is not None:  # finished asking: its last trials and report are under way
-            self.summary.result(timeout=max(0.0, deadline - time.monotonic()))
+            try:
+                self.summary.result(timeout=max(0.0, deadline - time.monotonic()))
+            except BaseException:  # finalizing failed or is late: the relaunch finalizes it
+                self.tracker.end_run(self.parent_id, "KILLED")
+                raise
             return
         try:
             for future in self.pending:
