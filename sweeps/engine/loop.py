@@ -100,7 +100,10 @@ class SweepLoop:
         for i, (cell, tracker) in enumerate(zip(cells, trackers)):
             n_trials = min(o.n_trials, grid_size(cell.plan.search_space)) if o.sampler == "grid" else o.n_trials
             seed = o.seed if o.seed is not None else int(cell.base.seed)
-            opened = open_study(storage, cell, o, tracker, seed, n_trials)
-            log.info("study %s: storage %s, tracking %s (experiment %s)", opened.study.study_name,
-                     redact_url(o.storage), redact_url(tracker.uri), tracker.experiment_name)
-            sessions.append(StudySession(opened, cell, o, self.composer, finisher, guard, position=i))
+            # A signal waits until the study's session exists (its stop ends the parent run that
+            # opening creates or reopens), as it waits while trials are asked.
+            with guard.critical():
+                opened = open_study(storage, cell, o, tracker, seed, n_trials)
+                log.info("study %s: storage %s, tracking %s (experiment %s)", opened.study.study_name,
+                         redact_url(o.storage), redact_url(tracker.uri), tracker.experiment_name)
+                sessions.append(StudySession(opened, cell, o, self.composer, finisher, guard, position=i))
