@@ -274,7 +274,7 @@ class TrialLedger:
         entries = self.open_entries()
         for entry in entries:
             try:
-                self.abort(entry, reason)
+                self.abort(entry, reason, self.max_retries)
             except Exception:  # the others still get their turn; a relaunch repairs this one
                 log.exception("could not mark trial %d as interrupted", entry.number)
         if entries:
