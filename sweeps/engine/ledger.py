@@ -213,10 +213,15 @@ class TrialLedger:
                 self._move(entry, Phase.RECORDED)
                 state = self._tell_outcome(entry)
         except Exception as e:
-            log.exception("could not record trial %d", entry.number)
-            self.abort(entry, f"tracking: could not record trial: {type(e).__name__}: {e}", self.max_retries)
-            self.stats.count(failed=True, train=out.seconds, tracking=out.tracking_seconds)
-            return
+            if entry.phase != Phase.TOLD:
+                log.exception("could not record trial %d", entry.number)
+                self.abort(entry, f"tracking: could not record trial: {type(e).__name__}: {e}", self.max_retries)
+                self.stats.count(failed=True, train=out.seconds, tracking=out.tracking_seconds)
+                return
+            # Told already: only ending its MLflow run failed. Once more (else a relaunch's reconcile).
+            log.exception("could not end the MLflow run of trial %d; trying once more", entry.number)
+            state, reason = final_state(out)
+            self._close_quietly(entry.run_id, state.name, reason)
         self.stats.count(failed=state == TrialState.FAIL, train=out.seconds, tracking=out.tracking_seconds)
         self.stats.add_bookkeeping(time.perf_counter() - t0, "tell")
         if state == TrialState.COMPLETE and out.weights is not None and (
@@ -256,6 +261,11 @@ class TrialLedger:
         # Its Optuna state is final now; the rest repairs itself on a relaunch if it fails here.
         state_reason = frozen.user_attrs.get(ATTR_FAIL_REASON) if frozen.state == TrialState.FAIL else None
         self._close(run_id, frozen.state.name, state_reason)
+        recorded = entry.outcome.recorded if entry.outcome is not None else None
+        if recorded is not None and not recorded.cancel() and not recorded.done():
+            # Being recorded right now: its metrics, and the final-state tags computed before
+            # this abort, land after this close. Close the run again once they have.
+            recorded.add_done_callback(lambda _: self._close_quietly(run_id, frozen.state.name, state_reason))
         if frozen.state == TrialState.FAIL and state_reason == reason:
             requeue(self.study, frozen, max_retries)
 
@@ -264,7 +274,7 @@ class TrialLedger:
         entries = self.open_entries()
         for entry in entries:
             try:
-                self.abort(entry, reason)
+                self.abort(entry, reason, self.max_retries)
             except Exception:  # the others still get their turn; a relaunch repairs this one
                 log.exception("could not mark trial %d as interrupted", entry.number)
         if entries:
@@ -289,6 +299,12 @@ class TrialLedger:
         if tags != logged_tags:
             self.tracker.set_tags(run_id, tags)
         self.tracker.end_run(run_id, mlflow_status(state, reason))
+
+    def _close_quietly(self, run_id: str, state: str, reason: Optional[str]) -> None:
+        try:
+            self._close(run_id, state, reason)
+        except Exception:  # noqa: BLE001 -- a relaunch's reconcile ends it
+            log.exception("could not end MLflow run %s", run_id)
 
     def ensure_run(self, trial: FrozenTrial) -> str:
         """The trial's MLflow run id, found by its tags or created bare if it never got one (its

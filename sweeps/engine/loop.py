@@ -59,17 +59,21 @@ class SweepLoop:
         sys.setswitchinterval(GIL_SWITCH_INTERVAL)
         try:
             with ShutdownGuard(self.options.shutdown_timeout) as guard:
-                sessions: List[StudySession] = []
-                scheduler = Scheduler(sessions, self.options, finisher, guard)
                 try:
-                    self._open_sessions(cells, finisher, guard, sessions)
-                except BaseException as error:
-                    scheduler.stop(error)  # the studies opened so far stop as on Ctrl-C
-                    raise
-                summaries = scheduler.run()
-                link_results(sessions, summaries)
+                    sessions: List[StudySession] = []
+                    scheduler = Scheduler(sessions, self.options, finisher, guard)
+                    try:
+                        self._open_sessions(cells, finisher, guard, sessions)
+                    except BaseException as error:
+                        scheduler.stop(error)  # the studies opened so far stop as on Ctrl-C
+                        raise
+                    summaries = scheduler.run()
+                    link_results(sessions, summaries)
+                finally:
+                    # Inside the guard: after a signal or an error the watchdog bounds this wait
+                    # too, and jobs of aborted trials that have not started are dropped.
+                    finisher.shutdown(wait=True, cancel_futures=guard.cleaning)
         finally:
-            finisher.shutdown(wait=True)
             sys.setswitchinterval(switch_interval)
         write_results(self.sweep_dir, self.options.direction, summaries)
         return summaries
@@ -99,7 +103,10 @@ class SweepLoop:
         for i, (cell, tracker) in enumerate(zip(cells, trackers)):
             n_trials = min(o.n_trials, grid_size(cell.plan.search_space)) if o.sampler == "grid" else o.n_trials
             seed = o.seed if o.seed is not None else int(cell.base.seed)
-            opened = open_study(storage, cell, o, tracker, seed, n_trials)
-            log.info("study %s: storage %s, tracking %s (experiment %s)", opened.study.study_name,
-                     redact_url(o.storage), redact_url(tracker.uri), tracker.experiment_name)
-            sessions.append(StudySession(opened, cell, o, self.composer, finisher, guard, position=i))
+            # A signal waits until the study's session exists (its stop ends the parent run that
+            # opening creates or reopens), as it waits while trials are asked.
+            with guard.critical():
+                opened = open_study(storage, cell, o, tracker, seed, n_trials)
+                log.info("study %s: storage %s, tracking %s (experiment %s)", opened.study.study_name,
+                         redact_url(o.storage), redact_url(tracker.uri), tracker.experiment_name)
+                sessions.append(StudySession(opened, cell, o, self.composer, finisher, guard, position=i))

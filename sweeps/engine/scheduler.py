@@ -86,8 +86,11 @@ class Scheduler:
         self.guard.begin_cleanup(error)
         if not isinstance(error, KeyboardInterrupt):
             log.error("stopping the sweep: %s: %s", type(error).__name__, error)
+        # One wait for all studies' recordings (they share the finisher): what is still open
+        # then is aborted well within the shutdown timeout.
+        deadline = time.monotonic() + max(1.0, self.options.shutdown_timeout / 2)
         for session in self.sessions:
             try:
-                session.stop(error)
+                session.stop(error, deadline)
             except BaseException:  # noqa: BLE001 -- the other studies still get their turn
                 log.exception("could not stop study %s cleanly; the next launch repairs it", session.name)

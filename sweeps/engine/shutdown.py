@@ -4,7 +4,8 @@
 The first signal raises :class:`SweepInterrupted` in the main thread, except inside a
 ``critical()`` section (asking trials, moving a trial between states), where it is held until
 the section ends, so no trial is ever half-asked. Cleanup then runs once; signals that arrive
-during it are logged and ignored, and a watchdog ends the process if cleanup outlasts
+during it are logged and ignored (and, after the guard, ignored until the process has
+exited), and a watchdog ends the process if cleanup outlasts
 ``timeout`` seconds (what cleanup did not finish, the next launch repairs through heartbeats).
 """
 from __future__ import annotations
@@ -51,7 +52,9 @@ class ShutdownGuard:
 
     def __exit__(self, *exc) -> None:
         for s, handler in self._previous.items():
-            signal.signal(s, handler)
+            # Stopped by a signal: the process is ending, and the same key pressed again while
+            # it unwinds and exits must not cut that short (Python's default SIGINT would).
+            signal.signal(s, signal.SIG_IGN if self.signum is not None else handler)
         self._previous.clear()
         if self._watchdog is not None:
             self._watchdog.cancel()
@@ -79,6 +82,11 @@ class ShutdownGuard:
             if not self._held and self._pending and not self._cleaning:
                 self._pending = False
                 raise SweepInterrupted(self.signum)
+
+    @property
+    def cleaning(self) -> bool:
+        """Whether a stop (signal or error) has begun."""
+        return self._cleaning
 
     def begin_cleanup(self, error: BaseException) -> None:
         """From here on signals are ignored; the process ends at the latest ``timeout`` s later."""

@@ -196,17 +196,23 @@ class StudySession:
             future.result()
         self.pending.clear()
 
-    def stop(self, error: BaseException) -> None:
+    def stop(self, error: BaseException, deadline: Optional[float] = None) -> None:
         """The one interrupt path: record what trained, abort what is open, end the parent run.
-        Runs once per session; safe whatever state the session is in."""
-        wait = max(1.0, self.options.shutdown_timeout / 2)
+        Runs once per session; safe whatever state the session is in. ``deadline`` (monotonic
+        time): when to stop waiting for recordings, shared by all studies of the launch."""
+        if deadline is None:
+            deadline = time.monotonic() + max(1.0, self.options.shutdown_timeout / 2)
         if self.summary is not None:  # finished asking: its last trials and report are under way
-            self.summary.result(timeout=wait)
+            try:
+                self.summary.result(timeout=max(0.0, deadline - time.monotonic()))
+            except BaseException:  # finalizing failed or is late: the relaunch finalizes it
+                self.tracker.end_run(self.parent_id, "KILLED")
+                raise
             return
         try:
             for future in self.pending:
                 try:
-                    future.result(timeout=wait)
+                    future.result(timeout=max(0.0, deadline - time.monotonic()))
                 except Exception:  # noqa: BLE001 -- that trial is aborted below
                     pass
             self.pending.clear()
