@@ -12,8 +12,8 @@ import time
 import pytest
 from optuna.trial import TrialState
 
-from engine_checks import (EXIT, FAST, Sweep, assert_invariant, assert_nothing_running, describe, marker_env, new_workdir,
-                           open_trials_with_runs, trials_with_runs)
+from engine_checks import (EXIT, FAST, Sweep, assert_invariant, assert_nothing_running, describe, marker_env,
+                           new_workdir, open_trials_with_runs, trials_with_runs)
 from sweep_helpers import REPO, dataset, load_study, mlflow_client, run_sweep, slow_env
 
 pytestmark = pytest.mark.slow

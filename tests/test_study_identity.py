@@ -35,7 +35,6 @@ def studies_by_objective(work):
     for name in names - {EXPERIMENT}:
         if name.startswith(EXPERIMENT + "~"):
             assert re.fullmatch(re.escape(EXPERIMENT) + r"~[0-9a-f]{8}", name), name
-            study = load_study(work, name)
             params = trial_runs(mlflow_client(work), extra=f"tags.`optuna.study_name` = '{name}'")[0].data.params
             others["softmax" if params["loss"] == "softmax" else f"num_iters={params['num_iters']}"] = name
     return others
