@@ -3,7 +3,6 @@ test_study_identity): the study invariant, nothing left RUNNING, and sweeps star
 background with their output in a file (a pipe nobody reads would block a chatty sweep)."""
 from __future__ import annotations
 
-import shutil
 import signal
 import sqlite3
 import subprocess
@@ -92,7 +91,10 @@ def new_workdir(base: Path, name: str) -> Path:
         _TEMPLATE["mlflow"] = folder / "mlflow.db"
     work = base / name
     work.mkdir(parents=True)
-    shutil.copy(_TEMPLATE["mlflow"], work / "mlflow.db")
+    # SQLite's backup API, not a file copy: in WAL mode (sweeps.tracking.tune_sqlite, once any test
+    # of this process has run it) the last migrations may still sit in mlflow.db-wal.
+    with sqlite3.connect(_TEMPLATE["mlflow"]) as src, sqlite3.connect(work / "mlflow.db") as dst:
+        src.backup(dst)
     return work
 
 

@@ -103,5 +103,5 @@ def test_installed_cli_finds_the_sweeper(mode, tmp_path, images):
                 "hydra.sweeper.n_trials=1", "hydra.sweeper.progress_bar=false", "tracking.log_images=false"],
                outside, MLFLOW_TRACKING_URI=f"sqlite:///{outside / 'mlflow.db'}")
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-5000:]
-    assert "trials={'COMPLETE': 1, 'PRUNED': 0, 'FAIL': 0}" in proc.stdout, proc.stdout[-2000:]
+    assert "trials: 1 complete, 0 pruned, 0 failed" in proc.stdout, proc.stdout[-2000:]
     assert (outside / "optuna.db").is_file()
