@@ -93,7 +93,7 @@ def start_workers(images, tmp_path):
             w.proc.wait()
 
 
-def wait_all(workers: List[Worker], timeout: float = 150.0, expect_rc=0) -> None:
+def wait_all(workers: List[Worker], timeout: float = 400.0, expect_rc=0) -> None:
     deadline = time.monotonic() + timeout
     for w in workers:
         rc = w.wait(max(1.0, deadline - time.monotonic()))
