@@ -4,6 +4,7 @@ The names follow the EECS 498-007 / CS231n linear-classifier assignment; shapes 
 W (D, C), X (N, D), y (N,) int64. ``linear_models.data`` loads and preprocesses CIFAR-10
 and image folders.
 """
+from .augment import FeatureFlip, pixel_flip_permutation
 from .batched import BatchedProgress, BatchedResult, batched_accuracy, batched_predict, train_linear_classifiers_batched
 from .classifiers import LinearClassifier, LinearSVM, Softmax, classifier_for_loss, load_classifier
 from .gradcheck import grad_check_sparse, rel_error
@@ -16,6 +17,7 @@ from .losses import (
     svm_loss_naive,
     svm_loss_vectorized,
 )
+from .optimizers import OPTIMIZERS
 from .templates import class_templates, save_template_grid, template_grid
 from .train import (
     LR_SCHEDULES,
@@ -38,5 +40,6 @@ __all__ = [
     "LinearClassifier", "LinearSVM", "Softmax", "load_classifier", "classifier_for_loss",
     "grad_check_sparse", "rel_error",
     "class_templates", "template_grid", "save_template_grid",
+    "OPTIMIZERS", "FeatureFlip", "pixel_flip_permutation",
 ]
 __version__ = "0.1.0"

@@ -21,7 +21,9 @@ import torch
 
 from ._validation import check_int, check_nonnegative, check_positive, check_weights_data
 from .batched_state import COMPLETED, DIVERGED, PRUNED, ActiveTrials, FoldPlan, Stepper, TrialOutcomes, Validation
+from .augment import FeatureFlip
 from .losses import batched_loss_function
+from .optimizers import average_weight_table, check_optimizer
 from .scoring import batched_accuracy, batched_predict
 from .train import init_weights, lr_schedule_factors, make_generator
 
@@ -80,6 +82,9 @@ class _TrialSpec(NamedTuple):
     regs: list
     iters: list
     schedules: list
+    optimizer: str
+    momentum: list
+    average_start: list
 
 
 def _per_trial(name: str, values, K: int) -> list:
@@ -90,7 +95,7 @@ def _per_trial(name: str, values, K: int) -> list:
 
 
 def _checked_spec(loss, learning_rates, regs, num_iters, lr_schedules, batch_size, loss_every,
-                  eval_every) -> _TrialSpec:
+                  eval_every, optimizer="sgd", momentum=0.9, average_start=0.5) -> _TrialSpec:
     """Check the arguments (the message names the parameter); one value per trial each."""
     K = len(learning_rates)
     check_int("number of trials", K)
@@ -105,7 +110,9 @@ def _checked_spec(loss, learning_rates, regs, num_iters, lr_schedules, batch_siz
     check_int("loss_every", loss_every)
     if eval_every is not None:
         check_int("eval_every", eval_every)
-    return _TrialSpec(losses, lrs, regs, iters, schedules)
+    momentum, average_start = _per_trial("momentum", momentum, K), _per_trial("average_start", average_start, K)
+    check_optimizer(optimizer, momentum, average_start)
+    return _TrialSpec(losses, lrs, regs, iters, schedules, optimizer, momentum, average_start)
 
 
 def _initial_weights(X: torch.Tensor, y: torch.Tensor, K: int, W_init, init_scale: float, generator) -> torch.Tensor:
@@ -126,6 +133,12 @@ def _lr_table(spec: _TrialSpec, step_every, gamma: float, like: torch.Tensor) ->
         table[:n, k] = lr * lr_schedule_factors(schedule, n, step_every=step_every, gamma=gamma,
                                                 device=like.device).to(like.dtype)
     return table
+
+
+def _flip_generator(generator: Optional[torch.Generator], device) -> torch.Generator:
+    """The flip coins' own generator, seeded from the minibatch generator's seed (+1)."""
+    seed = generator.initial_seed() if generator is not None else int(torch.randint(2 ** 62, ()))
+    return make_generator(device, seed + 1)
 
 
 def _checkpoints(iters: list, eval_every: Optional[int]) -> list:
@@ -153,7 +166,7 @@ def _report(callback, active: ActiveTrials, alive: list, accuracies, step: int, 
         active=[k for _, k in live],
         val_acc={k: accuracies[j] for j, k in live} if accuracies is not None else {},
         train_loss={k: float(active.hist[step - 1, j]) for j, k in live},
-        weights=active.W.index_select(1, torch.tensor([j for j, _ in live], device=active.W.device, dtype=torch.long)),
+        weights=active.weights.index_select(1, torch.tensor([j for j, _ in live], device=active.W.device, dtype=torch.long)),
     )
     pruned = set()
     for k in callback(progress) or ():
@@ -171,7 +184,7 @@ def _check_point(step: int, active: ActiveTrials, outcomes: TrialOutcomes, valid
     Returns whether any trial is still training.
     """
     alive, first_bad = active.alive.tolist(), active.first_bad.tolist()
-    predictions, accuracies = validation.score(active.W) if validation else (None, None)
+    predictions, accuracies = validation.score(active.weights) if validation else (None, None)
     leaving = set()
     for j, k in enumerate(active.ids):
         if not alive[j]:
@@ -214,6 +227,7 @@ def train_linear_classifiers_batched(
     lr_schedules="none", lr_step_every: Optional[int] = None, lr_gamma: float = 0.5,
     shared_batches: bool = True, matmul_dtype: Optional[torch.dtype] = None, loss_every: int = 1,
     callback: Optional[Callable[[BatchedProgress], object]] = None,
+    optimizer: str = "sgd", momentum=0.9, average_start=0.5, flip: Optional[FeatureFlip] = None,
 ) -> BatchedResult:
     """Train K = len(learning_rates) linear classifiers together with minibatch SGD.
 
@@ -237,10 +251,17 @@ def train_linear_classifiers_batched(
             where the L2 term alone overflows first, at the next measured step.
         callback: ``callback(BatchedProgress)`` at every check point; it returns trial indices
             to prune (or None). Pruned trials stop at once.
+        optimizer: "sgd" | "momentum" | "nesterov" | "asgd" for all K trials (linear_models.optimizers);
+            momentum (momentum, nesterov) and average_start (asgd: the fraction of num_iters
+            after which iterates are averaged), each a float or one per trial. With asgd the
+            averaged weights are validated, passed to ``callback`` and returned.
+        flip: mirror each training minibatch row with probability 1/2 (linear_models.augment),
+            with coins from a generator of their own: the minibatch indices do not change.
     Returns:
         BatchedResult (W (K, D, C), loss_history (T, K), ...).
     """
-    spec = _checked_spec(loss, learning_rates, regs, num_iters, lr_schedules, batch_size, loss_every, eval_every)
+    spec = _checked_spec(loss, learning_rates, regs, num_iters, lr_schedules, batch_size, loss_every, eval_every,
+                         optimizer, momentum, average_start)
     K, T = len(spec.lrs), max(spec.iters)
     if generator is None:
         generator = make_generator(X.device, seed)
@@ -250,11 +271,15 @@ def train_linear_classifiers_batched(
     reg_t = torch.tensor(spec.regs, device=X.device, dtype=X.dtype)
     outcomes = TrialOutcomes(spec.iters, X.shape[1], W.shape[2], like=X)
     validation = Validation.create(X_val, y_val, K, matmul_dtype, X.device)
-    active = ActiveTrials(W, lr_table, reg_t, spec.losses)
+    active = ActiveTrials(W, lr_table, reg_t, spec.losses, spec.optimizer,
+                          momentum=torch.tensor(spec.momentum, device=X.device, dtype=X.dtype),
+                          avg_weight=average_weight_table(spec.iters, spec.average_start, X))
     checkpoints = _checkpoints(spec.iters, eval_every)
     measured = _measured_steps(T, loss_every, checkpoints)
+    flip_generator = _flip_generator(generator, X.device) if flip is not None else None
     stepper = Stepper(X, y, batch_size, shared_batches, generator, matmul_dtype, FoldPlan(lr_table, reg_t),
-                      measured.tolist(), W.shape[2], K)
+                      measured.tolist(), W.shape[2], K, flip=flip.to(X.device, X.dtype) if flip else None,
+                      flip_generator=flip_generator)
     start = 0
     for stop in checkpoints:
         stepper.run(active, start, stop)

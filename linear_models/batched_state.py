@@ -12,6 +12,8 @@ from typing import Optional, Sequence
 
 import torch
 
+from .augment import FeatureFlip
+from .optimizers import MOMENTUM_OPTIMIZERS, momentum_step_
 from .scoring import batched_predict
 from .sgd_step import _sgd_step_, _step_workspace
 
@@ -39,12 +41,16 @@ def loss_segments(losses: Sequence[str]):
 class ActiveTrials:
     """The trials still training; column j of each tensor belongs to trial ``ids[j]``.
 
-    W (D, K_a, C) weights (times ``scale`` (K_a,) while a decay is deferred), lr (T, K_a)
-    learning rates per step, reg (K_a,), hist (T, K_a) losses per step, alive (K_a,) bool
-    (False once a loss was non-finite), first_bad (K_a,) the first such step or -1.
+    W (D, K_a, C) weights (times ``scale`` (K_a,) while a decay is deferred; plain SGD only),
+    lr (T, K_a) learning rates per step, reg (K_a,), hist (T, K_a) losses per step, alive (K_a,)
+    bool (False once a loss was non-finite), first_bad (K_a,) the first such step or -1.
+    With momentum: V (D, K_a, C) velocities and momentum (K_a,). With averaging (asgd): A
+    (D, K_a, C) the averaged iterates and avg_weight (T, K_a) (optimizers.average_weight_table).
     """
 
-    def __init__(self, W: torch.Tensor, lr_table: torch.Tensor, reg: torch.Tensor, losses: Sequence[str]):
+    def __init__(self, W: torch.Tensor, lr_table: torch.Tensor, reg: torch.Tensor, losses: Sequence[str],
+                 optimizer: str = "sgd", momentum: Optional[torch.Tensor] = None,
+                 avg_weight: Optional[torch.Tensor] = None):
         T, K = lr_table.shape
         self.losses = list(losses)  # all K trials' losses, indexed by trial
         self.ids = list(range(K))
@@ -52,21 +58,34 @@ class ActiveTrials:
         self.hist = torch.empty(T, K, device=W.device, dtype=W.dtype)
         self.alive = torch.ones(K, device=W.device, dtype=torch.bool)
         self.first_bad = torch.full((K,), -1, device=W.device, dtype=torch.long)
-        self.scale = torch.ones(K, device=W.device, dtype=W.dtype)
+        self.optimizer = optimizer
+        # The deferred decay needs W itself to be read only at check points: plain SGD only.
+        self.scale = torch.ones(K, device=W.device, dtype=W.dtype) if optimizer == "sgd" else None
+        self.momentum = momentum if optimizer in MOMENTUM_OPTIMIZERS else None
+        self.V = torch.zeros_like(W) if self.momentum is not None else None
+        self.avg_weight = avg_weight if optimizer == "asgd" else None
+        self.A = W.clone() if self.avg_weight is not None else None
         self.heads = loss_segments(self.losses)
+
+    @property
+    def weights(self) -> torch.Tensor:
+        """(D, K_a, C) the weights each trial is judged by: the averaged iterates for asgd."""
+        return self.A if self.A is not None else self.W
 
     def keep(self, columns: list[int]) -> None:
         """Keep only the given columns (trials ``ids[j]`` for j in columns), in that order."""
         keep_t = torch.tensor(columns, device=self.W.device)
         self.ids = [self.ids[j] for j in columns]
         self.heads = loss_segments([self.losses[k] for k in self.ids])
-        self.W = self.W.index_select(1, keep_t)
-        self.scale = self.scale.index_select(0, keep_t)
-        self.lr = self.lr.index_select(1, keep_t)
-        self.reg = self.reg.index_select(0, keep_t)
-        self.hist = self.hist.index_select(1, keep_t)
-        self.alive = self.alive.index_select(0, keep_t)
-        self.first_bad = self.first_bad.index_select(0, keep_t)
+        for name in ("W", "V", "A"):
+            if getattr(self, name) is not None:
+                setattr(self, name, getattr(self, name).index_select(1, keep_t))
+        for name in ("scale", "reg", "alive", "first_bad", "momentum"):
+            if getattr(self, name) is not None:
+                setattr(self, name, getattr(self, name).index_select(0, keep_t))
+        for name in ("lr", "hist", "avg_weight"):
+            if getattr(self, name) is not None:
+                setattr(self, name, getattr(self, name).index_select(1, keep_t))
 
 
 class TrialOutcomes:
@@ -92,8 +111,8 @@ class TrialOutcomes:
         self.status[k], self.iterations[k] = PRUNED, step
 
     def retire(self, k: int, active: ActiveTrials, j: int) -> None:
-        """Copy trial k's final weights and losses from column j of the active trials."""
-        self.W[k] = active.W[:, j, :]
+        """Copy trial k's final weights (averaged, for asgd) and losses from column j of the active trials."""
+        self.W[k] = active.weights[:, j, :]
         self.loss_history[: self.iterations[k], k] = active.hist[: self.iterations[k], j]
 
 
@@ -160,34 +179,56 @@ class FoldPlan:
 
 
 class Stepper:
-    """Runs the SGD steps of the active trials: minibatches from X (N, D), y (N,) and the step.
+    """Runs the steps of the active trials: minibatches from X (N, D), y (N,) and the step.
 
     measured[t]: step t computes the full loss (with the L2 term), see ``loss_every``.
+    flip: mirror each minibatch row with probability 1/2 (coins from ``flip_generator``).
     """
 
     def __init__(self, X: torch.Tensor, y: torch.Tensor, batch_size: int, shared_batches: bool,
-                 generator, matmul_dtype, fold_plan: FoldPlan, measured: list, num_classes: int, K: int):
+                 generator, matmul_dtype, fold_plan: FoldPlan, measured: list, num_classes: int, K: int,
+                 flip: Optional[FeatureFlip] = None, flip_generator=None):
         self.X, self.y, self.batch_size, self.shared = X, y, batch_size, shared_batches
         self.generator, self.matmul_dtype = generator, matmul_dtype
         self.fold_plan, self.measured = fold_plan, measured
+        self.flip, self.flip_generator = flip, flip_generator
         self.work = _step_workspace(K, num_classes, X)  # scratch for the regularization loss
+        self.grad = None  # the momentum step's gradient buffer, reused while K_active is unchanged
 
     def _batch(self, num_active: int):
         """X_batch (B, D), y_batch (B,) shared by all trials, or (K_a, B, D), (K_a, B) per trial."""
         X, y, num_train = self.X, self.y, self.X.shape[0]
         if self.shared:
             idx = torch.randint(num_train, (self.batch_size,), device=X.device, generator=self.generator)
-            return X.index_select(0, idx), y.index_select(0, idx)  # faster than X[idx]
-        idx = torch.randint(num_train, (num_active, self.batch_size), device=X.device, generator=self.generator)
-        return X.index_select(0, idx.view(-1)).view(*idx.shape, X.shape[1]), y[idx]
+            X_batch, y_batch = X.index_select(0, idx), y.index_select(0, idx)  # faster than X[idx]
+        else:
+            idx = torch.randint(num_train, (num_active, self.batch_size), device=X.device, generator=self.generator)
+            X_batch, y_batch = X.index_select(0, idx.view(-1)).view(*idx.shape, X.shape[1]), y[idx]
+        if self.flip is not None:
+            X_batch = self.flip.randomly_(X_batch, self.flip_generator)
+        return X_batch, y_batch
 
     def run(self, active: ActiveTrials, start: int, stop: int) -> None:
         """Steps start..stop-1; W <- W - lr * dW for live trials, a diverged one keeps its weights."""
         for t in range(start, stop):
-            fold = self.fold_plan.fold_at(t, last=t == stop - 1)
             X_batch, y_batch = self._batch(len(active.ids))
-            active.hist[t] = _sgd_step_(active.heads, active.W, X_batch, y_batch, active.reg, active.lr[t],
-                                        active.alive, scale=active.scale, fold=fold,
-                                        matmul_dtype=self.matmul_dtype, work=self.work,
-                                        with_reg_loss=self.measured[t])
+            if active.V is not None:
+                active.hist[t] = self._momentum_step(active, t, X_batch, y_batch)
+            else:
+                fold = self.fold_plan.fold_at(t, last=t == stop - 1) if active.scale is not None else True
+                active.hist[t] = _sgd_step_(active.heads, active.W, X_batch, y_batch, active.reg, active.lr[t],
+                                            active.alive, scale=active.scale, fold=fold,
+                                            matmul_dtype=self.matmul_dtype, work=self.work,
+                                            with_reg_loss=self.measured[t])
+            if active.A is not None:
+                active.A.lerp_(active.W, active.avg_weight[t].view(1, -1, 1))
             active.first_bad.masked_fill_(~active.alive & (active.first_bad < 0), t)
+
+    def _momentum_step(self, active: ActiveTrials, t: int, X_batch, y_batch) -> torch.Tensor:
+        D, K, C = active.W.shape
+        if self.grad is None or self.grad.shape != (D, K * C):
+            self.grad = torch.empty(D, K * C, dtype=active.W.dtype, device=active.W.device)
+        return momentum_step_(active.heads, active.W, active.V, X_batch, y_batch, active.reg, active.lr[t],
+                              active.momentum, active.optimizer == "nesterov", active.alive,
+                              matmul_dtype=self.matmul_dtype, work=self.work, with_reg_loss=self.measured[t],
+                              grad_out=self.grad)

@@ -43,12 +43,12 @@ def train(cfg: DictConfig) -> float:
 
     import linear_models as lm
 
-    from .data import load_data, resolve_device
+    from .data import load_features, resolve_device
     from .runner import COMPLETED, TrialSpec, run_trials, trial_params
     from .tracking import TAG_FAILURE, TAG_OVERRIDES, TAG_ROLE, Tracker
 
     device = resolve_device(cfg.device.type)
-    data = load_data(cfg.dataset, cfg.model.dtype, device)  # data problems surface before a run exists
+    data = load_features(cfg, device)  # data problems surface before a run exists
     check_batch_size(cfg, data["X_train"].shape[0])
     tracker = Tracker.from_config(cfg.tracking)
     try:

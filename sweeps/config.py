@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf import MISSING, DictConfig, OmegaConf, open_dict
 
 DTYPES = ("float32", "float64")
 MATMUL_DTYPES = (None, "auto", "bfloat16", "float16", "float32", "float64")
@@ -22,6 +22,9 @@ LR_DECAYS = ("none", "step", "cosine")
 DEVICES = ("auto", "cpu", "cuda")
 DATASETS = ("cifar10", "image_folder")
 LOSSES = ("svm", "softmax")
+OPTIMIZERS = ("sgd", "momentum", "nesterov", "asgd")  # as linear_models.OPTIMIZERS (light: no torch here)
+PREPROCESSORS = ("mean", "standardize", "zca", "pca")
+AUGMENTS = ("none", "flip")
 TEST_EVAL = ("best", "all")
 DIAGNOSTIC_PLOTS = ("best", "all")
 
@@ -40,6 +43,29 @@ class ModelConfig:
     lr_decay_every: Optional[int] = None  # step decay period (default: num_iters / 3)
     lr_decay_gamma: float = 0.5  # step decay factor
     matmul_dtype: Optional[str] = "auto"  # auto | null | bfloat16 ...: precision of the two matmuls of each step
+
+
+@dataclass
+class OptimizerConfig:
+    """How the minibatch gradients update W (linear_models.optimizers)."""
+
+    name: str = "sgd"  # sgd | momentum | nesterov | asgd
+    momentum: float = 0.9  # momentum, nesterov
+    average_start: float = 0.5  # asgd: average the iterates after this fraction of num_iters
+
+
+@dataclass
+class PreprocessConfig:
+    """The feature transform fitted on the training split (linear_models.data.whitening)."""
+
+    name: str = "mean"  # mean (the assignment's) | standardize | zca | pca
+    epsilon: float = 0.1  # zca, pca: added to the covariance's eigenvalues
+    components: int = 512  # pca: leading components kept
+
+
+@dataclass
+class AugmentConfig:
+    name: str = "none"  # none | flip (random horizontal flips of training minibatches)
 
 
 @dataclass
@@ -89,6 +115,9 @@ class TrackingConfig:
 class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     loss: LossConfig = field(default_factory=LossConfig)
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
     device: DeviceConfig = field(default_factory=DeviceConfig)
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
@@ -96,6 +125,17 @@ class Config:
     eval_every: int = 250  # validation accuracy (and pruning checks) every k iterations
     metric: str = "val_acc"
     data_dir: str = "data"
+
+
+def with_schema_defaults(cfg: DictConfig) -> DictConfig:
+    """A copy of ``cfg`` (e.g. a run's saved config.yaml) with every section of the schema it
+    lacks (a run from before that config group existed) set to the schema's defaults."""
+    out = cfg.copy()
+    with open_dict(out):
+        for f in dataclasses.fields(Config):
+            if f.name not in out and f.default_factory is not dataclasses.MISSING:
+                out[f.name] = OmegaConf.structured(f.default_factory())
+    return out
 
 
 def register_configs() -> None:
@@ -162,6 +202,21 @@ def check_batch_size(cfg: DictConfig, n_train: int, high: Optional[int] = None) 
     _rule(largest <= n_train, what, f"<= the training split ({n_train} images)", largest)
 
 
+def _validate_training_options(cfg: DictConfig) -> None:
+    """The optimizer, preprocess and augment groups."""
+    o, p = cfg.optimizer, cfg.preprocess
+    _rule(o.name in OPTIMIZERS, "optimizer.name", f"one of {list(OPTIMIZERS)}", o.name)
+    _rule(_is_num(o.momentum) and 0 <= o.momentum < 1, "optimizer.momentum", "in [0, 1)", o.momentum)
+    _rule(_is_num(o.average_start) and 0 <= o.average_start < 1, "optimizer.average_start", "in [0, 1)",
+          o.average_start)
+    _rule(p.name in PREPROCESSORS, "preprocess.name", f"one of {list(PREPROCESSORS)}", p.name)
+    _rule(_is_num(p.epsilon) and p.epsilon >= 0, "preprocess.epsilon", ">= 0", p.epsilon)
+    _rule(p.components >= 1, "preprocess.components", "an integer >= 1", p.components)
+    _rule(p.name == "mean" or cfg.dataset.subtract_mean, "dataset.subtract_mean",
+          f"true with preprocess={p.name} (it centres each feature itself)", cfg.dataset.subtract_mean)
+    _rule(cfg.augment.name in AUGMENTS, "augment.name", f"one of {list(AUGMENTS)}", cfg.augment.name)
+
+
 def validate_config(cfg: DictConfig) -> None:
     """Check values of a composed config; raise ConfigError naming parameter, rule and value."""
     check_known_keys(cfg)
@@ -177,6 +232,7 @@ def validate_config(cfg: DictConfig) -> None:
     _rule(m.lr_decay_every is None or m.lr_decay_every >= 1, "model.lr_decay_every", "null or an integer >= 1", m.lr_decay_every)
     _rule(_is_num(m.lr_decay_gamma) and 0 < m.lr_decay_gamma <= 1, "model.lr_decay_gamma", "in (0, 1]", m.lr_decay_gamma)
     _rule(cfg.loss.name in LOSSES, "loss.name", f"one of {list(LOSSES)}", cfg.loss.name)
+    _validate_training_options(cfg)
     _rule(cfg.device.type in DEVICES, "device.type", f"one of {list(DEVICES)}", cfg.device.type)
     if cfg.device.type == "cuda":
         import torch

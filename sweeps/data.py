@@ -5,7 +5,8 @@ import functools
 import logging
 import threading
 import urllib.error
-from typing import Dict, Optional, Sequence, Tuple
+from collections import OrderedDict
+from typing import Dict, NamedTuple, Optional, Sequence, Tuple
 
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -13,6 +14,9 @@ from omegaconf import DictConfig, OmegaConf
 log = logging.getLogger(__name__)
 
 _CACHE: Dict[Tuple, dict] = {}
+_FEATURES: "OrderedDict[Tuple, dict]" = OrderedDict()  # transformed variants, least recently used first
+_EIGEN: Dict[Tuple, object] = {}  # (data key, mirror) -> linear_models.data.Eigen, reused across epsilons
+MAX_FEATURE_VARIANTS = 4  # per process: each holds a full copy of the splits
 _LOCK = threading.Lock()  # one loader at a time when several devices train in threads
 
 
@@ -79,6 +83,28 @@ def dataset_key(dataset_cfg: DictConfig) -> Tuple:
 DATA_KEYS = ("dataset", "model.dtype", "device")  # the config that load_data's result depends on
 
 
+class FeatureSpec(NamedTuple):
+    """Which fitted transform of the splits a trial trains on (linear_models.data.whitening)."""
+
+    kind: str = "mean"
+    epsilon: Optional[float] = None  # zca, pca
+    components: Optional[int] = None  # pca
+    mirror: bool = False  # fitted on the training images and their mirror images (augment=flip)
+
+
+def feature_spec(cfg: DictConfig) -> FeatureSpec:
+    """The FeatureSpec of a composed config (preprocess and augment groups)."""
+    kind = cfg.preprocess.name
+    return FeatureSpec(kind, float(cfg.preprocess.epsilon) if kind in ("zca", "pca") else None,
+                       int(cfg.preprocess.components) if kind == "pca" else None,
+                       cfg.augment.name == "flip" and kind != "mean")
+
+
+def load_features(cfg: DictConfig, device: torch.device) -> dict:
+    """The splits a trial of ``cfg`` trains and is scored on: load_data with cfg's feature transform."""
+    return load_data(cfg.dataset, cfg.model.dtype, device, feature_spec(cfg))
+
+
 def prefetch_data(config: DictConfig, overrides: Sequence[str] = ()) -> Optional[threading.Thread]:
     """Start loading the launch's dataset in a background thread; returns it, or None if skipped.
 
@@ -118,11 +144,40 @@ def prefetch_data(config: DictConfig, overrides: Sequence[str] = ()) -> Optional
     return thread
 
 
-def load_data(dataset_cfg: DictConfig, dtype: str, device: torch.device) -> dict:
-    """Preprocessed splits (see linear_models.data.preprocess), cached per (dataset, dtype, device)."""
+def load_data(dataset_cfg: DictConfig, dtype: str, device: torch.device,
+              features: FeatureSpec = FeatureSpec()) -> dict:
+    """Preprocessed splits (see linear_models.data.preprocess), cached per (dataset, dtype, device),
+    transformed as ``features`` says (fitted on the training split; the dict's ``transform``)."""
     key = (dataset_key(dataset_cfg), dtype, str(device))
     with _LOCK:
-        return _load_locked(key, dataset_cfg, dtype, device)
+        data = _load_locked(key, dataset_cfg, dtype, device)
+        return _features_locked(key, data, dataset_cfg, features)
+
+
+def _features_locked(key, data: dict, dataset_cfg: DictConfig, features: FeatureSpec) -> dict:
+    from linear_models import data as lm_data
+
+    if features.kind == "mean":  # the assignment's features themselves, with the identity transform
+        if "transform" not in data:
+            data["transform"] = lm_data.fit_feature_transform("mean", data["X_train"], data["image_shape"],
+                                                              bias_trick=dataset_cfg.bias_trick)
+        return data
+    variant = (key, features)
+    if variant not in _FEATURES:
+        log.info("fitting the %s transform on the training split (%s)", features.kind, features)
+        eigen = None
+        if features.kind in ("zca", "pca"):
+            if (key, features.mirror) not in _EIGEN:
+                _EIGEN[(key, features.mirror)] = lm_data.covariance_eigen(data["X_train"], data["image_shape"],
+                                                                          features.mirror)
+            eigen = _EIGEN[(key, features.mirror)]
+        _FEATURES[variant] = lm_data.transform_splits(
+            data, features.kind, epsilon=features.epsilon if features.epsilon is not None else 0.1,
+            components=features.components, mirror=features.mirror, bias_trick=dataset_cfg.bias_trick, eigen=eigen)
+        while len(_FEATURES) > MAX_FEATURE_VARIANTS:
+            _FEATURES.popitem(last=False)
+    _FEATURES.move_to_end(variant)
+    return _FEATURES[variant]
 
 
 def _load_locked(key, dataset_cfg: DictConfig, dtype: str, device: torch.device) -> dict:
@@ -132,6 +187,10 @@ def _load_locked(key, dataset_cfg: DictConfig, dtype: str, device: torch.device)
         raw = _load_raw(dataset_cfg, lm_data)
         for old in [k for k in _CACHE if k[2] == str(device)]:
             del _CACHE[old]  # keep one dataset per device
+            for variant in [v for v in _FEATURES if v[0] == old]:
+                del _FEATURES[variant]
+            for eigen in [e for e in _EIGEN if e[0] == old]:
+                del _EIGEN[eigen]
         _CACHE[key] = lm_data.preprocess(
             raw,
             validation_ratio=dataset_cfg.validation_ratio,

@@ -54,7 +54,9 @@ def _record(tracker: Tracker, spec: TrialSpec, out: TrialOutcome, train_hist: Di
         (tmp / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
         if cfg.tracking.log_images:
             if out.status != DIVERGED:
-                lm.save_template_grid(out.weights, data["image_shape"], tmp / "templates.png",
+                # Pixel-space weights: what the classifier responds to, whatever the feature transform.
+                lm.save_template_grid(data["transform"].pixel_weights(out.weights), data["image_shape"],
+                                      tmp / "templates.png",
                                       data["class_names"], title=_title(spec))
             if diagnostic_plots:
                 save_diagnostic_plots(tmp, spec, out, data)

@@ -1,9 +1,10 @@
 """Train a batch of trials as stacked models: the code both the sweeper and a single run use.
 
 Trials whose configs differ only in loss (SVM or softmax), learning rate, regularization,
-iteration count and learning-rate decay train together as one stacked model (linear_models'
-batched trainer: the two matmuls of a step are shared, each loss has its head); other
-differences (batch size, dtype, dataset, seed) split the batch into groups.
+iteration count, learning-rate decay, momentum and averaging start train together as one
+stacked model (linear_models' batched trainer: the two matmuls of a step are shared, each loss
+has its head); other differences (optimizer, preprocess, augment, batch size, dtype, dataset,
+seed) split the batch into groups.
 
 Every trial starts from the same initial weights and sees the same minibatch sequence for a
 given seed, so a trial's result depends on its own params and the seed only, never on which
@@ -22,7 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 
 import linear_models as lm
 
-from .data import load_data, matmul_dtype, matmul_dtype_name, resolve_device
+from .data import load_features, matmul_dtype, matmul_dtype_name, resolve_device
 from .recording import record_trial
 from .ticker import TrainingTicker
 from .tracking import Tracker
@@ -31,7 +32,8 @@ from .trial import COMPLETED, DIVERGED, ERROR, PRUNED, TrialOutcome, TrialSpec  
 log = logging.getLogger(__name__)
 
 # Keys that may differ between trials trained as one stacked model.
-BATCHABLE_KEYS = ("loss.name", "model.learning_rate", "model.reg", "model.num_iters", "model.lr_decay")
+BATCHABLE_KEYS = ("loss.name", "model.learning_rate", "model.reg", "model.num_iters", "model.lr_decay",
+                  "optimizer.momentum", "optimizer.average_start")
 TRAIN_SUBSET = 2_000  # periodic train accuracy is measured on this many fixed training examples
 
 
@@ -58,6 +60,19 @@ def trial_params(cfg: DictConfig, device: torch.device) -> Dict[str, Any]:
         "seed": cfg.seed, "init_scale": m.init_scale, "lr_decay": m.lr_decay,
         "lr_decay_every": m.lr_decay_every, "lr_decay_gamma": m.lr_decay_gamma, "eval_every": cfg.eval_every,
         "matmul_dtype": matmul_dtype_name(m, device), "validation_ratio": cfg.dataset.validation_ratio,
+        **training_option_params(cfg),
+    }
+
+
+def training_option_params(cfg: DictConfig) -> Dict[str, Any]:
+    """The optimizer / preprocess / augment choices as params; a value that only exists for
+    some choices (momentum, average_start, epsilon, components) is None for the others."""
+    o, p = cfg.optimizer, cfg.preprocess
+    return {
+        "optimizer": o.name, "momentum": o.momentum if o.name in ("momentum", "nesterov") else None,
+        "average_start": o.average_start if o.name == "asgd" else None,
+        "preprocess": p.name, "epsilon": p.epsilon if p.name in ("zca", "pca") else None,
+        "components": p.components if p.name == "pca" else None, "augment": cfg.augment.name,
     }
 
 
@@ -130,7 +145,7 @@ def _run_group(specs: List[TrialSpec], device: torch.device, tracker: Optional[T
     cfg = specs[0].cfg
     if diagnostic_plots is None:
         diagnostic_plots = cfg.tracking.diagnostic_plots == "all"
-    data = load_data(cfg.dataset, cfg.model.dtype, device)
+    data = load_features(cfg, device)
     K = len(specs)
     # Same initial W and minibatch stream for every trial of this seed (see module docstring).
     gen = lm.make_generator(device, cfg.seed)
@@ -148,7 +163,9 @@ def _run_group(specs: List[TrialSpec], device: torch.device, tracker: Optional[T
             generator=gen, W_init=W0.unsqueeze(1).expand(-1, K, -1).contiguous(),
             lr_schedules=[s.cfg.model.lr_decay for s in specs], lr_step_every=cfg.model.lr_decay_every,
             lr_gamma=cfg.model.lr_decay_gamma, matmul_dtype=mm_dtype, loss_every=cfg.tracking.loss_every,
-            callback=checks)
+            callback=checks, optimizer=cfg.optimizer.name, momentum=[s.cfg.optimizer.momentum for s in specs],
+            average_start=[s.cfg.optimizer.average_start for s in specs],
+            flip=data["transform"].flip if cfg.augment.name == "flip" else None)
     outcomes = _outcomes(specs, result, data, mm_dtype, checks)
     for out in outcomes:  # amortized over the stack, the final accuracies on whole splits included
         out.seconds = (time.perf_counter() - start) / K

@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import itertools
 import math
-from dataclasses import dataclass
-from typing import Any, Dict, List, Sequence, Tuple
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, Override, RangeSweep, Transformer
+
+from .conditions import Condition, ConditionError, parse_conditions
 
 __all__ = ["ParamSpec", "SearchSpaceError", "SweepPlan", "check_sampler_space", "distribution_from_override",
            "grid_size", "grid_values", "param_spec", "plan_sweep"]
@@ -127,11 +129,14 @@ def grid_size(search_space) -> int:
     return n
 
 
-def check_sampler_space(sampler: str, search_space) -> None:
+def check_sampler_space(sampler: str, search_space, conditions=None) -> None:
     if not search_space:
         raise SearchSpaceError("hydra.sweeper.params is empty: give a search space, e.g. "
                                "model.learning_rate='tag(log, interval(1e-4, 1))' (or a sweep preset: sweep=tpe)")
     if sampler == "grid":
+        if conditions:
+            raise SearchSpaceError(f"hydra.sweeper.conditions ({', '.join(conditions)}) need a sampler that "
+                                   "suggests each trial's params (tpe, random, ...), not the grid sampler")
         for k, d in search_space.items():
             grid_values(k, d)
 
@@ -147,18 +152,21 @@ class SweepPlan:
     search_space: Dict[str, Any]  # Optuna distributions (ParamSpecs with distributions=False)
     fixed: List[str]
     cells: List[List[str]]
+    conditions: Dict[str, Condition] = field(default_factory=dict)  # param -> when it is searched
 
     def cell_label(self, cell: Sequence[str]) -> str:
         return ",".join(cell)
 
 
-def plan_sweep(params: Dict[str, str], arguments: Sequence[str], distributions: bool = True) -> SweepPlan:
+def plan_sweep(params: Dict[str, str], arguments: Sequence[str], distributions: bool = True,
+               conditions: Optional[Dict[str, str]] = None) -> SweepPlan:
     """Split hydra.sweeper.params and the command-line overrides into a SweepPlan.
 
     Command-line sweeps written as functions (choice(...), interval(...)) join the search space
     (replacing a params entry of the same key); plain comma lists (loss=svm,softmax) whose key
     is not in the search space form the outer grid. ``distributions=False``: the checked
-    ParamSpecs instead of Optuna distributions (Optuna is not imported).
+    ParamSpecs instead of Optuna distributions (Optuna is not imported). ``conditions``:
+    hydra.sweeper.conditions (sweeps.conditions), checked against the search space.
     """
     parser = OverridesParser.create()
     space_overrides = {}
@@ -181,4 +189,8 @@ def plan_sweep(params: Dict[str, str], arguments: Sequence[str], distributions: 
     specs = {k: param_spec(ov) for k, ov in space_overrides.items()}
     search_space = {k: spec.to_distribution() for k, spec in specs.items()} if distributions else specs
     cells = [list(c) for c in itertools.product(*[vals for _, vals in grid])] if grid else [[]]
-    return SweepPlan(search_space=search_space, fixed=fixed, cells=cells)
+    try:
+        parsed = parse_conditions(conditions, specs)
+    except ConditionError as e:
+        raise SearchSpaceError(str(e)) from None
+    return SweepPlan(search_space=search_space, fixed=fixed, cells=cells, conditions=parsed)

@@ -39,6 +39,9 @@ class LinearOptunaSweeperConf:
     shutdown_timeout: float = 10.0  # seconds a signal's cleanup may take before the process exits
     progress_bar: Optional[bool] = None  # null: on a terminal
     params: Dict[str, str] = field(default_factory=dict)
+    # Conditional params: {param: "PARENT=VALUE[,VALUE...]"}, e.g.
+    # {optimizer.momentum: "optimizer=momentum,nesterov"} (sweeps/conditions.py).
+    conditions: Dict[str, str] = field(default_factory=dict)
 
 
 ConfigStore.instance().store(

@@ -15,7 +15,8 @@ and load_cifar10 for the rule on links and archive members).
 
 Modules: raw (RawDataset), errors (DataError), safe_io (restricted unpickling, md5, archive
 members, download), cache (decoded-array cache), cifar10 (official python format),
-image_folder (folder / tar image trees), decode (image decoding, worker pool), preprocess.
+image_folder (folder / tar image trees), decode (image decoding, worker pool), preprocess,
+whitening (standardization, PCA / ZCA whitening fitted on the training split).
 Only torch, numpy and Pillow are used here: this package is part of the library.
 """
 from .cache import CACHE_ENV
@@ -25,9 +26,10 @@ from .image_folder import load_image_folder
 from .preprocess import preprocess
 from .raw import RawDataset
 from .safe_io import UnsafePickleError
+from .whitening import PREPROCESSORS, Eigen, FeatureTransform, covariance_eigen, fit_feature_transform, transform_splits
 
 __all__ = [
-    "RawDataset",
+    "RawDataset", "PREPROCESSORS", "Eigen", "covariance_eigen", "FeatureTransform", "fit_feature_transform", "transform_splits",
     "DataError",
     "DataNotFoundError",
     "UnsafePickleError",

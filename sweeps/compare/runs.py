@@ -48,6 +48,9 @@ class RunLoader:
             cfg = OmegaConf.load(path)
         except Exception as e:
             raise RunUnavailable(f"run {run_id}: config.yaml cannot be read ({e})") from None
+        from ..config import with_schema_defaults
+
+        cfg = with_schema_defaults(cfg)  # a run from before a config group existed gets its default
         if self.data_root is not None:
             cfg.dataset.root = self.data_root
         return cfg
@@ -68,7 +71,7 @@ class RunLoader:
             return self._evals[run_id]
         import linear_models as lm
 
-        from ..data import load_data
+        from ..data import load_features
 
         cfg = self.config(run_id)
         try:
@@ -77,7 +80,7 @@ class RunLoader:
             raise RunUnavailable(f"run {run_id}: weights.pt cannot be read ({e})") from None
         device = self.eval_device(cfg)
         try:
-            data = load_data(cfg.dataset, cfg.model.dtype, device)
+            data = load_features(cfg, device)
         except Exception as e:
             raise RunUnavailable(f"the dataset of run {run_id} (dataset.root={cfg.dataset.get('root')!r}) could not "
                                  f"be loaded: {type(e).__name__}: {e}; pass --data-root PATH") from None
@@ -90,6 +93,6 @@ class RunLoader:
         y_np, correct = y.cpu().numpy(), (pred == y).cpu().numpy()
         per_class = np.array([correct[y_np == c].mean() if (y_np == c).any() else np.nan for c in range(C)])
         ev = Evaluation(float(correct.mean()) if len(correct) else float("nan"), per_class,
-                        list(data["class_names"]), tuple(data["image_shape"]), W)
+                        list(data["class_names"]), tuple(data["image_shape"]), data["transform"].pixel_weights(W))
         self._evals[run_id] = ev
         return ev

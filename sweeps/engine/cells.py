@@ -49,15 +49,22 @@ class CellComposer:
             if OmegaConf.select(base, key, default="__missing__") == "__missing__":
                 raise unknown_key_error(base, key, "search space: ")
             for corner in _corners(dist):  # every corner must be valid, or every trial would fail
-                probe = base.copy()
                 try:
-                    OmegaConf.update(probe, key, corner)
+                    probe = self._probe(plan, cell, base, key, corner)
                     validate_config(probe)
                 except ConfigError as e:
                     raise ConfigError(f"search space {key} allows an invalid value: {e}") from None
                 except Exception as e:
                     raise ConfigError(f"search space {key}: value {corner!r} does not fit the config: {e}") from None
         return base
+
+    def _probe(self, plan: SweepPlan, cell: Sequence[str], base: DictConfig, key: str, value) -> DictConfig:
+        """The cell's config with ``key=value`` (a config-group choice is composed)."""
+        if "." not in key:
+            return self.compose(list(plan.fixed) + list(cell) + [f"{key}={value}"])
+        probe = base.copy()
+        OmegaConf.update(probe, key, value)
+        return probe
 
     def trial_config(self, cell: Cell, params: Dict[str, Any]) -> DictConfig:
         """A trial's config: the cell's with the trial's params (config groups: composed in full)."""

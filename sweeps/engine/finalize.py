@@ -11,7 +11,7 @@ import torch
 import yaml
 from optuna.trial import TrialState
 
-from ..data import load_data, matmul_dtype, resolve_device
+from ..data import load_features, matmul_dtype, resolve_device
 from ..recording import save_diagnostic_plots
 from ..storage import study_lock
 from ..study import ATTR_RUN_ID, counted_trials
@@ -42,7 +42,8 @@ def finalize_study(session) -> Dict[str, Any]:
                            best_run_id=best.user_attrs.get(ATTR_RUN_ID))
             local = session.ledger.best
             W = local[1].weights if local and local[0].number == best.number else None
-            summary["best_test_acc"] = best_test_accuracy(best, session.cell.base, tracker, W)
+            best_cfg = session.composer.trial_config(session.cell, dict(best.params))
+            summary["best_test_acc"] = best_test_accuracy(best, best_cfg, tracker, W)
         write_report = study.user_attrs.get(ATTR_FINALIZED) != len(trials)  # one worker per study state
         if write_report:
             study.set_user_attr(ATTR_FINALIZED, len(trials))
@@ -65,24 +66,24 @@ def plot_local_best(tracker: Tracker, spec, out) -> None:
         return
     cfg = spec.cfg
     try:
-        data = load_data(cfg.dataset, cfg.model.dtype, resolve_device(cfg.device.type))
+        data = load_features(cfg, resolve_device(cfg.device.type))
         with tracker.artifact_folder(spec.run_id) as tmp:
             save_diagnostic_plots(tmp, spec, out, data)
     except Exception:  # the study's summary matters more than two images
         log.exception("could not draw the diagnostic plots of trial %d", spec.number)
 
 
-def best_test_accuracy(best, base, tracker: Tracker, W: Optional[torch.Tensor]) -> float:
-    """Test accuracy of the study's best trial (selection was by validation accuracy).
-    ``W`` (D, C): its weights when this worker trained it, else read from its run."""
+def best_test_accuracy(best, cfg, tracker: Tracker, W: Optional[torch.Tensor]) -> float:
+    """Test accuracy of the study's best trial (selection was by validation accuracy), whose
+    config is ``cfg``. ``W`` (D, C): its weights when this worker trained it, else read from its run."""
     import linear_models as lm
 
     run_id = best.user_attrs.get(ATTR_RUN_ID)
     run = tracker.get_run(run_id)
     if "test_acc" in run.data.metrics:
         return run.data.metrics["test_acc"]
-    device = resolve_device(base.device.type)
-    data = load_data(base.dataset, base.model.dtype, device)
+    device = resolve_device(cfg.device.type)
+    data = load_features(cfg, device)
     if W is None:  # trained by another worker: read its saved weights
         from mlflow.exceptions import MlflowException
 
@@ -94,7 +95,7 @@ def best_test_accuracy(best, base, tracker: Tracker, W: Optional[torch.Tensor]) 
                         "that trained it logs it", best.number, e)
             return float("nan")
     W = W.to(device, data["X_test"].dtype).unsqueeze(1)  # (D, 1, C); scored like the trials' evaluations
-    acc = float(lm.batched_accuracy(W, data["X_test"], data["y_test"], matmul_dtype=matmul_dtype(base.model, device))[0])
+    acc = float(lm.batched_accuracy(W, data["X_test"], data["y_test"], matmul_dtype=matmul_dtype(cfg.model, device))[0])
     tracker.log_metrics(run_id, {"test_acc": acc}, step=int(run.data.metrics.get("iterations", 0)))
     tracker.set_tags(run_id, {"test_acc_of": "best trial of its study (selected by val_acc)"})
     return acc

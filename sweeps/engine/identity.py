@@ -2,8 +2,10 @@
 
 The objective of a cell is its composed config without the keys that only say where things
 run or are recorded (``tracking``, ``device``, the data cache), without the searched keys (each
-trial sets those), plus the search space, the sampler and the direction. It is stored on the
-study (user attribute ``linear_sweeps.objective``) when the study is created.
+trial sets those), plus the search space (and its conditions), the sampler and the direction.
+It is stored on the study (user attribute ``linear_sweeps.objective``) when the study is created.
+Options added in later versions (the optimizer, preprocess and augment groups) enter it only
+where they differ from their defaults, the behaviour before them, so existing studies resume.
 
 Study names: an explicit ``hydra.sweeper.study_name`` is joined on purpose; a launch whose
 objective differs from that study's is refused, naming the keys that differ. The default name
@@ -21,6 +23,8 @@ from omegaconf import DictConfig, OmegaConf
 
 ATTR_OBJECTIVE = "linear_sweeps.objective"
 NOT_OBJECTIVE = ("tracking", "device", "dataset.cache_dir", "dataset.download", "dataset.url", "metric")
+# Sections added after studies were first stamped: at their defaults they are not part of it.
+ADDED_SECTIONS = ("optimizer", "preprocess", "augment")
 # What a study made by an older version recorded on its parent run (param name -> config key).
 LEGACY_PARAMS = {"loss": "loss.name", "dataset": "dataset.name", "num_iters": "model.num_iters",
                  "batch_size": "model.batch_size"}
@@ -42,11 +46,16 @@ class Objective:
     values: Dict[str, str]
 
     @classmethod
-    def of(cls, base: DictConfig, search_space: Dict[str, Any], sampler: str, direction: str) -> "Objective":
+    def of(cls, base: DictConfig, search_space: Dict[str, Any], sampler: str, direction: str,
+           conditions: Optional[Dict[str, Any]] = None) -> "Objective":
         plain = OmegaConf.to_container(base, resolve=True)
+        defaults = _added_defaults()
         flat = {k: v for k, v in _flatten(plain).items()
-                if not any(k == n or k.startswith(n + ".") for n in NOT_OBJECTIVE) and k not in search_space}
+                if not any(k == n or k.startswith(n + ".") for n in NOT_OBJECTIVE) and k not in search_space
+                and defaults.get(k) != v}
         flat["search_space"] = json.dumps({k: str(d) for k, d in sorted(search_space.items())})
+        if conditions:
+            flat["conditions"] = json.dumps({k: str(c) for k, c in sorted(conditions.items())})
         flat["sampler"] = json.dumps(sampler)
         flat["direction"] = json.dumps(direction)
         return cls(flat)
@@ -70,6 +79,14 @@ class Objective:
                 if params[param] != ours:
                     diffs.append(f"{key}: {params[param]} -> {ours}")
         return diffs
+
+
+def _added_defaults() -> Dict[str, str]:
+    """{key: JSON default} of the ADDED_SECTIONS, from the schema."""
+    from ..config import Config
+
+    schema = OmegaConf.to_container(OmegaConf.structured(Config), resolve=False)
+    return {k: v for k, v in _flatten({s: schema[s] for s in ADDED_SECTIONS}).items()}
 
 
 def default_study_name(experiment: str, explicit: Optional[str], cell: Sequence[str]) -> str:

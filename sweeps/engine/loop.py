@@ -50,8 +50,8 @@ class SweepLoop:
         self.sweep_dir = Path(str(config.hydra.sweep.dir))
 
     def sweep(self, arguments: List[str]) -> List[Dict[str, Any]]:
-        plan = plan_sweep(self.options.params, arguments)
-        check_sampler_space(self.options.sampler, plan.search_space)
+        plan = plan_sweep(self.options.params, arguments, conditions=self.options.conditions)
+        check_sampler_space(self.options.sampler, plan.search_space, plan.conditions)
         cells = self.composer.cells(plan)  # every cell composed and checked before any store exists
         self._load_data(cells)
         finisher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="finish-trials")

@@ -71,7 +71,8 @@ def choose_study_name(storage, cell: Cell, options: SweeperOptions, objective: O
 
 def open_study(storage, cell: Cell, options: SweeperOptions, tracker: Tracker, seed: int,
                n_trials: int) -> OpenedStudy:
-    objective = Objective.of(cell.base, cell.plan.search_space, options.sampler, options.direction)
+    objective = Objective.of(cell.base, cell.plan.search_space, options.sampler, options.direction,
+                             cell.plan.conditions)
     name = choose_study_name(storage, cell, options, objective, tracker)
     study = optuna.create_study(
         study_name=name, storage=storage, direction=options.direction, load_if_exists=True,

@@ -43,6 +43,7 @@ class SweeperOptions:
     shutdown_timeout: float = 10.0
     progress_bar: Optional[bool] = None
     params: Dict[str, str] = field(default_factory=dict)
+    conditions: Dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         _rule(self.sampler in SAMPLERS, "sampler", f"one of {list(SAMPLERS)}", self.sampler)

@@ -27,8 +27,8 @@ def check_launch(options: Dict[str, Any], config_loader, config: DictConfig) -> 
         database_url(opts.storage, "hydra.sweeper.storage")
     task = OmegaConf.select(config, "hydra.overrides.task", default=None)
     arguments = [] if task is None else OmegaConf.to_container(task, resolve=False)  # as Hydra passes them
-    plan = plan_sweep(opts.params, arguments, distributions=False)
-    check_sampler_space(opts.sampler, plan.search_space)
+    plan = plan_sweep(opts.params, arguments, distributions=False, conditions=opts.conditions)
+    check_sampler_space(opts.sampler, plan.search_space, plan.conditions)
     CellComposer(config_loader, config).cells(plan)
     say_grid_size(opts, plan)
     return opts

@@ -20,6 +20,7 @@ import optuna
 from optuna.trial import TrialState
 
 from .. import optuna_adapter as adapter
+from ..conditions import suggest_conditional, unconditional
 from ..data import resolve_device
 from ..runner import trial_params
 from ..trial import TrialSpec
@@ -132,14 +133,18 @@ class StudySession:
             return entries
 
     def _ask_one(self, next_number: int, popped: bool) -> optuna.Trial:
-        space = self.cell.plan.search_space
+        plan = self.cell.plan
+        space = unconditional(plan.search_space, plan.conditions)
         if self.options.sampler in RESEEDED_SAMPLERS:
             # Seeded by (seed, trial number): a relaunch or a second worker never replays draws.
             self.study.sampler = make_sampler(self.options.sampler, trial_seed(self.seed, next_number), space,
                                               self.options.sampler_kwargs)
         if popped:
-            return self.study.ask(fixed_distributions=space)
-        return adapter.ask_new_trial(self.study, space)
+            trial = self.study.ask(fixed_distributions=space)
+        else:
+            trial = adapter.ask_new_trial(self.study, space)
+        suggest_conditional(trial, plan.search_space, plan.conditions, self.cell.base)
+        return trial
 
     def _prepare(self, entries: List[TrialEntry]) -> List[TrialEntry]:
         """Compose each trial's config and plan its MLflow run (created on the finisher while the
