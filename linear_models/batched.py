@@ -135,6 +135,13 @@ def _lr_table(spec: _TrialSpec, step_every, gamma: float, like: torch.Tensor) ->
     return table
 
 
+def _active_trials(spec: _TrialSpec, W: torch.Tensor, lr_table: torch.Tensor, reg: torch.Tensor) -> ActiveTrials:
+    """All K trials at step 0, with the optimizer's per-trial state."""
+    momentum = torch.tensor(spec.momentum, device=W.device, dtype=W.dtype)
+    averaging = average_weight_table(spec.iters, spec.average_start, W) if spec.optimizer == "asgd" else None
+    return ActiveTrials(W, lr_table, reg, spec.losses, spec.optimizer, momentum=momentum, avg_weight=averaging)
+
+
 def _flip_generator(generator: Optional[torch.Generator], device) -> torch.Generator:
     """The flip coins' own generator, seeded from the minibatch generator's seed (+1)."""
     seed = generator.initial_seed() if generator is not None else int(torch.randint(2 ** 62, ()))
@@ -242,50 +249,50 @@ def train_linear_classifiers_batched(
         seed / generator: reproducible initial weights and minibatches. W_init: (D, K, C)
             initial weights instead of ``init_scale * randn``.
         shared_batches: one minibatch for all trials (default); False samples one per trial.
-        matmul_dtype: e.g. torch.bfloat16 to run the two matmuls (and the validation scores)
-            in lower precision; weights and their updates stay in X's dtype.
+        matmul_dtype: e.g. torch.bfloat16 for the two matmuls and validation scores (weights
+            and their updates stay in X's dtype).
         loss_every: measure the loss (data + L2) every k steps, at each trial's last step and
-            before each check point; loss_history is NaN at the other steps. The L2 term is a
-            pass over all weights: about 7% of a step on the CPU. Updates are the same for
-            every k. Divergence is caught at the step where the data loss becomes non-finite;
-            where the L2 term alone overflows first, at the next measured step.
+            before each check point; loss_history is NaN at the other steps (the L2 term is a
+            pass over all weights, ~7% of a CPU step). Updates are the same for every k; a
+            non-finite data loss stops a trial at once, an overflowing L2 term at the next
+            measured step.
         callback: ``callback(BatchedProgress)`` at every check point; it returns trial indices
             to prune (or None). Pruned trials stop at once.
-        optimizer: "sgd" | "momentum" | "nesterov" | "asgd" for all K trials (linear_models.optimizers);
-            momentum (momentum, nesterov) and average_start (asgd: the fraction of num_iters
-            after which iterates are averaged), each a float or one per trial. With asgd the
-            averaged weights are validated, passed to ``callback`` and returned.
-        flip: mirror each training minibatch row with probability 1/2 (linear_models.augment),
-            with coins from a generator of their own: the minibatch indices do not change.
+        optimizer: "sgd" | "momentum" | "nesterov" | "asgd" (linear_models.optimizers), with
+            momentum and average_start (a float or one per trial). asgd's averaged weights are
+            what is validated, passed to ``callback`` and returned.
+        flip: mirror each training minibatch row with probability 1/2 (linear_models.augment).
     Returns:
         BatchedResult (W (K, D, C), loss_history (T, K), ...).
     """
     spec = _checked_spec(loss, learning_rates, regs, num_iters, lr_schedules, batch_size, loss_every, eval_every,
                          optimizer, momentum, average_start)
     K, T = len(spec.lrs), max(spec.iters)
-    if generator is None:
-        generator = make_generator(X.device, seed)
+    generator = generator if generator is not None else make_generator(X.device, seed)
     W = _initial_weights(X, y, K, W_init, init_scale, generator)
     check_weights_data(W[:, 0, :], X, y)
     lr_table = _lr_table(spec, lr_step_every, lr_gamma, X)
     reg_t = torch.tensor(spec.regs, device=X.device, dtype=X.dtype)
     outcomes = TrialOutcomes(spec.iters, X.shape[1], W.shape[2], like=X)
     validation = Validation.create(X_val, y_val, K, matmul_dtype, X.device)
-    active = ActiveTrials(W, lr_table, reg_t, spec.losses, spec.optimizer,
-                          momentum=torch.tensor(spec.momentum, device=X.device, dtype=X.dtype),
-                          avg_weight=average_weight_table(spec.iters, spec.average_start, X))
+    active = _active_trials(spec, W, lr_table, reg_t)
     checkpoints = _checkpoints(spec.iters, eval_every)
     measured = _measured_steps(T, loss_every, checkpoints)
-    flip_generator = _flip_generator(generator, X.device) if flip is not None else None
     stepper = Stepper(X, y, batch_size, shared_batches, generator, matmul_dtype, FoldPlan(lr_table, reg_t),
                       measured.tolist(), W.shape[2], K, flip=flip.to(X.device, X.dtype) if flip else None,
-                      flip_generator=flip_generator)
+                      flip_generator=_flip_generator(generator, X.device) if flip is not None else None)
+    _run(stepper, active, outcomes, validation, checkpoints, spec.iters, callback)
+    if loss_every > 1:  # the data losses of the steps between measurements are not recorded
+        outcomes.loss_history[~measured.to(X.device)] = float("nan")
+    return _result(outcomes, validation)
+
+
+def _run(stepper: Stepper, active: ActiveTrials, outcomes: TrialOutcomes, validation: Optional[Validation],
+         checkpoints: list, iters: list, callback) -> None:
+    """Step from check point to check point until no trial is left training."""
     start = 0
     for stop in checkpoints:
         stepper.run(active, start, stop)
         start = stop
-        if not _check_point(stop, active, outcomes, validation, spec.iters, callback):
+        if not _check_point(stop, active, outcomes, validation, iters, callback):
             break
-    if loss_every > 1:  # the data losses of the steps between measurements are not recorded
-        outcomes.loss_history[~measured.to(X.device)] = float("nan")
-    return _result(outcomes, validation)

@@ -1,8 +1,9 @@
 """The trainer on every device this machine has: the CPU always, each CUDA device where there
 is one (benchmarks/gpu_check.sh runs this file on a GPU machine; here the CUDA cases skip).
 
-On each device: batched == separate runs (float64), a fixed seed reproduces, bf16 matmuls stay
-close to float32, and the runner trains a stack there (several GPUs: one stack per device)."""
+On each device: batched == separate runs (float64; every optimizer, with flips), a fixed seed
+reproduces, bf16 matmuls stay close to float32, transforms fit there, and the runner trains a
+stack there (several GPUs: one stack per device)."""
 import pytest
 import torch
 
@@ -30,6 +31,37 @@ def test_batched_equals_separate_runs_on_the_device(device):
                                             32, generator=lm.make_generator(device, 7))
         assert res.W[k].device.type == torch.device(device).type
         assert ((res.W[k] - W_k).abs().max() / W_k.abs().max()).item() < 1e-10
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("optimizer", ["momentum", "nesterov", "asgd"])
+def test_optimizers_and_flips_equal_separate_runs_on_the_device(device, optimizer):
+    X, y = on(device, *blobs(N=200, D=12, C=5))
+    flip = lm.FeatureFlip(lm.pixel_flip_permutation((2, 2, 3)))
+    lrs, regs, mus, starts = [1e-2, 5e-2], [1e-3, 0.0], [0.9, 0.5], [0.5, 0.2]
+    W0 = 1e-3 * torch.randn(X.shape[1], 2, 5, dtype=X.dtype, generator=torch.Generator().manual_seed(9)).to(device)
+    common = dict(optimizer=optimizer, flip=flip)
+    res = lm.train_linear_classifiers_batched("softmax", X, y, lrs, regs, 40, 32, W_init=W0, momentum=mus,
+                                              average_start=starts, generator=lm.make_generator(device, 7), **common)
+    for k in range(2):
+        alone = lm.train_linear_classifiers_batched("softmax", X, y, [lrs[k]], [regs[k]], 40, 32,
+                                                    W_init=W0[:, k:k + 1].contiguous(), momentum=[mus[k]],
+                                                    average_start=[starts[k]],
+                                                    generator=lm.make_generator(device, 7), **common)
+        assert ((res.W[k] - alone.W[0]).abs().max() / alone.W[0].abs().max()).item() < 1e-10
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_transforms_fit_and_commute_with_flips_on_the_device(device):
+    from linear_models.data import fit_feature_transform
+
+    X = torch.cat([torch.rand(300, 12, dtype=torch.float64, generator=torch.Generator().manual_seed(0)),
+                   torch.ones(300, 1, dtype=torch.float64)], dim=1).to(device)
+    pixels_flip = lm.FeatureFlip(lm.pixel_flip_permutation((2, 2, 3))).to(device, X.dtype)
+    for kind in ("standardize", "zca", "pca"):
+        transform = fit_feature_transform(kind, X, (2, 2, 3), epsilon=0.01, components=5, mirror=True)
+        flip = transform.flip.to(device, X.dtype)
+        assert torch.allclose(transform(pixels_flip(X)), flip(transform(X)), rtol=0, atol=1e-9), kind
 
 
 @pytest.mark.parametrize("device", DEVICES)
