@@ -4,10 +4,12 @@ relaunch without the fault reaches exactly n_trials with both stores agreeing; t
 recording thread cost a re-run of the trial and the launch itself ends the study that way.
 
 Also the repair of what an older version of the engine left in a study."""
+import os
+
 import pytest
 
 from engine_checks import FAST, assert_invariant, assert_nothing_running, new_workdir
-from sweep_helpers import dataset, run_sweep
+from sweep_helpers import REPO, dataset, run_sweep
 from sweeps.engine.faults import POINTS
 
 pytestmark = pytest.mark.slow
@@ -93,3 +95,26 @@ def test_repairs_what_an_older_version_left(base):
     assert sorted(t.number for t in stale) == [4, 5], [(t.number, t.state.name) for t in study.trials]
     complete = [t.params for t in study.trials if t.state == TrialState.COMPLETE]
     assert all(t.params in complete for t in stale)  # re-run with their params
+
+
+def test_own_trials_told_while_the_storage_is_read_are_not_another_workers(base, tmp_path):
+    """The engine reads the RUNNING trials, then asks the ledger which are its own; a tell landing
+    in between left a trial that was ours counted as another worker's (a poll-interval sleep and
+    'waiting for trials of other workers' at the end of every single-worker sweep)."""
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(
+        "import time\n"
+        "import sweeps.engine.study_session as ss\n"
+        "_read = ss.running_trials\n"
+        "def running_trials(study):\n"
+        "    trials = _read(study)\n"
+        "    time.sleep(1.0)  # the finisher tells meanwhile: the snapshot goes stale\n"
+        "    return trials\n"
+        "ss.running_trials = running_trials\n")
+    work = new_workdir(base, "stale-snapshot")
+    proc = run_sweep(work, *FAST, "hydra.sweeper.n_trials=4", "hydra.sweeper.batch_size=4",
+                     "hydra.sweeper.heartbeat_interval=10", "hydra.sweeper.grace_period=30",
+                     "hydra.sweeper.sampler=random", env={"PYTHONPATH": f"{hook}{os.pathsep}{REPO}"})
+    assert "of other workers" not in proc.stdout + proc.stderr, proc.stderr[-3000:]
+    assert_invariant(work, STUDY, 4)

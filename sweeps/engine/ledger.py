@@ -120,6 +120,7 @@ class TrialLedger:
         self._better = better
         self._lock = threading.RLock()
         self._open: Dict[int, TrialEntry] = {}  # trial id -> entry, until TOLD or ABORTED
+        self._admitted: set = set()  # every trial id this launch admitted, open or not
         self.best: Optional[Tuple[TrialSpec, TrialOutcome]] = None  # this worker's best COMPLETE trial
         self.on_settled = lambda n: None  # progress callback: n trials reached a final state
 
@@ -137,6 +138,7 @@ class TrialLedger:
         entry = TrialEntry(trial, requeued)
         with self._lock:
             self._open[entry.trial_id] = entry
+            self._admitted.add(entry.trial_id)
         self.heartbeat.add([entry.trial_id])
         return entry
 
@@ -147,6 +149,12 @@ class TrialLedger:
     def owns(self, trial_id: int) -> bool:
         with self._lock:
             return trial_id in self._open
+
+    def admitted(self, trial_id: int) -> bool:
+        """Whether this launch admitted the trial (a RUNNING trial read from the storage just
+        before its tell landed is still ours, not another worker's)."""
+        with self._lock:
+            return trial_id in self._admitted
 
     def plan_run(self, entry: TrialEntry, spec: TrialSpec, name: str, tags: Dict[str, object],
                  params: Dict[str, object]) -> None:

@@ -93,14 +93,15 @@ class StudySession:
         if entries:
             self.state, self._waiting_since = SessionState.ASKING, None
             return self._prepare(entries)
-        others = [t for t in running_trials(self.study) if not self.ledger.owns(adapter.trial_id(t))]
+        others = [t for t in running_trials(self.study) if not self.ledger.admitted(adapter.trial_id(t))]
         if not others and not self.ledger.open_entries():
             self.state = SessionState.DRAINING
         elif others:
             self.state = SessionState.WAITING
             self._say_what_we_wait_for(others)
-        else:
-            self.drain()  # our own trials are still being recorded: their tells may free budget
+        else:  # our own trials are still being recorded: their tells may free budget, or end it
+            self.drain()
+            return self.next_batch()  # now none of ours is open: this asks, waits or drains
         return []
 
     def _ask(self) -> List[TrialEntry]:
