@@ -42,8 +42,7 @@ def finalize_study(session) -> Dict[str, Any]:
                            best_run_id=best.user_attrs.get(ATTR_RUN_ID))
             local = session.ledger.best
             W = local[1].weights if local and local[0].number == best.number else None
-            best_cfg = session.composer.trial_config(session.cell, dict(best.params))
-            summary["best_test_acc"] = best_test_accuracy(best, best_cfg, tracker, W)
+            summary["best_test_acc"] = best_test_accuracy(best, _trial_config(session, best), tracker, W)
         write_report = study.user_attrs.get(ATTR_FINALIZED) != len(trials)  # one worker per study state
         if write_report:
             study.set_user_attr(ATTR_FINALIZED, len(trials))
@@ -56,6 +55,17 @@ def finalize_study(session) -> Dict[str, Any]:
         log.info("study %s: best val_acc %.4f (trial %d, %s); its test_acc %.4f", study.study_name,
                  summary["best_val_acc"], summary["best_trial"], summary["best_params"], summary["best_test_acc"])
     return summary
+
+
+def _trial_config(session, trial):
+    """The config ``trial`` trained with (its feature transform scores its test accuracy); the
+    cell's own when its params no longer compose (a study made with another search space)."""
+    try:
+        return session.composer.trial_config(session.cell, dict(trial.params))
+    except Exception as e:  # noqa: BLE001 -- the summary still gets its test accuracy
+        log.warning("trial %d's params do not compose with this launch's config (%s); its test accuracy "
+                    "uses the launch's config", trial.number, e)
+        return session.cell.base
 
 
 def plot_local_best(tracker: Tracker, spec, out) -> None:
