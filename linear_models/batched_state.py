@@ -67,6 +67,10 @@ class ActiveTrials:
         self.A = W.clone() if self.avg_weight is not None else None
         self.heads = loss_segments(self.losses)
 
+    # Which dimension of each per-trial tensor indexes the trials (None entries are skipped).
+    _TRIAL_DIM = {"W": 1, "V": 1, "A": 1, "lr": 1, "hist": 1, "avg_weight": 1,
+                  "scale": 0, "reg": 0, "alive": 0, "first_bad": 0, "momentum": 0}
+
     @property
     def weights(self) -> torch.Tensor:
         """(D, K_a, C) the weights each trial is judged by: the averaged iterates for asgd."""
@@ -77,15 +81,9 @@ class ActiveTrials:
         keep_t = torch.tensor(columns, device=self.W.device)
         self.ids = [self.ids[j] for j in columns]
         self.heads = loss_segments([self.losses[k] for k in self.ids])
-        for name in ("W", "V", "A"):
+        for name, dim in self._TRIAL_DIM.items():
             if getattr(self, name) is not None:
-                setattr(self, name, getattr(self, name).index_select(1, keep_t))
-        for name in ("scale", "reg", "alive", "first_bad", "momentum"):
-            if getattr(self, name) is not None:
-                setattr(self, name, getattr(self, name).index_select(0, keep_t))
-        for name in ("lr", "hist", "avg_weight"):
-            if getattr(self, name) is not None:
-                setattr(self, name, getattr(self, name).index_select(1, keep_t))
+                setattr(self, name, getattr(self, name).index_select(dim, keep_t))
 
 
 class TrialOutcomes:
