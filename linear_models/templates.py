@@ -1,6 +1,7 @@
 """Class templates: each class's weights (bias row dropped) seen as an image."""
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -35,30 +36,52 @@ def template_grid(W: torch.Tensor, image_shape: Sequence[int], class_names: Opti
 
     tiles = class_templates(W, image_shape)
     C, H, Wd, ch = tiles.shape
-    names = list(class_names) if class_names is not None else [str(c) for c in range(C)]
+    names = tuple(class_names) if class_names is not None else tuple(str(c) for c in range(C))
     if len(names) != C:
         raise ValueError(f"class_names has {len(names)} names but W has {C} classes")
     cols = columns or min(C, 10)
-    rows = (C + cols - 1) // cols
-    font = ImageFont.load_default()
-    tw, th = Wd * scale, H * scale
-    label_h, pad = 14, 4
-    top = 16 if title else 0
-    cell_w = max(tw, 8 * max(len(n) for n in names)) + pad
-    canvas = Image.new("RGB", (cols * cell_w + pad, top + rows * (th + label_h + pad) + pad), "white")
-    draw = ImageDraw.Draw(canvas)
+    layout = _layout(names, H, Wd, scale, cols, bool(title))
+    canvas = layout.background.copy()  # (height, width, 3) uint8: white with the class names
+    big = tiles.repeat(scale, axis=1).repeat(scale, axis=2)  # (C, H*scale, W*scale, ch), nearest
+    for c, (x, y) in enumerate(layout.origins):
+        canvas[y:y + H * scale, x:x + Wd * scale] = big[c] if ch == 3 else big[c, :, :, :1]
+    image = Image.fromarray(canvas, "RGB")
     if title:
-        draw.text((pad, 2), title, fill="black", font=font)
-    for c in range(C):
-        r, q = divmod(c, cols)
-        tile = tiles[c] if ch == 3 else tiles[c, :, :, 0]
-        img = Image.fromarray(tile, "RGB" if ch == 3 else "L").resize((tw, th), Image.NEAREST)
-        x = pad + q * cell_w + (cell_w - pad - tw) // 2
-        y = top + pad + r * (th + label_h + pad)
-        canvas.paste(img, (x, y))
-        text_w = draw.textlength(names[c], font=font)
-        draw.text((pad + q * cell_w + (cell_w - pad - text_w) / 2, y + th + 2), names[c], fill="black", font=font)
-    return canvas
+        ImageDraw.Draw(image).text((_PAD, 2), title, fill="black", font=ImageFont.load_default())
+    return image
+
+
+_PAD, _LABEL_H = 4, 14
+
+
+class _Layout:
+    """Where each tile goes on a grid, and the grid's background with the labels drawn."""
+
+    def __init__(self, names, H: int, Wd: int, scale: int, cols: int, titled: bool):
+        from PIL import Image, ImageDraw, ImageFont
+
+        font = ImageFont.load_default()
+        tw, th = Wd * scale, H * scale
+        top = 16 if titled else 0
+        cell_w = max(tw, 8 * max(len(n) for n in names)) + _PAD
+        rows = (len(names) + cols - 1) // cols
+        image = Image.new("RGB", (cols * cell_w + _PAD, top + rows * (th + _LABEL_H + _PAD) + _PAD), "white")
+        draw = ImageDraw.Draw(image)
+        self.origins = []
+        for c, name in enumerate(names):
+            r, q = divmod(c, cols)
+            x = _PAD + q * cell_w + (cell_w - _PAD - tw) // 2
+            y = top + _PAD + r * (th + _LABEL_H + _PAD)
+            self.origins.append((x, y))
+            text_w = draw.textlength(name, font=font)
+            draw.text((_PAD + q * cell_w + (cell_w - _PAD - text_w) / 2, y + th + 2), name, fill="black", font=font)
+        self.background = np.asarray(image).copy()
+
+
+@functools.lru_cache(maxsize=16)
+def _layout(names, H: int, Wd: int, scale: int, cols: int, titled: bool) -> _Layout:
+    """Drawn once per grid shape: a sweep draws thousands of grids with the same labels."""
+    return _Layout(names, H, Wd, scale, cols, titled)
 
 
 def save_template_grid(W: torch.Tensor, image_shape: Sequence[int], path, class_names=None, **kwargs) -> Path:

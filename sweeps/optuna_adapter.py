@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import datetime
 import logging
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import optuna
 from optuna.trial import TrialState
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ask_new_trial", "record_heartbeats", "stale_trial_ids", "storage_of", "study_id", "trial_id"]
+__all__ = ["ask_new_trial", "record_heartbeats", "set_user_attrs", "stale_trial_ids", "storage_of", "study_id",
+           "trial_id"]
 
 
 def trial_id(trial) -> int:
@@ -98,6 +99,45 @@ def record_heartbeats(storage: optuna.storages.RDBStorage, trial_ids: List[int])
             conn.execute(table.insert(), [{"trial_id": tid, "heartbeat": now} for tid in new])
 
 
+def _rdb_backend(storage) -> Optional[optuna.storages.RDBStorage]:
+    """The RDB storage under Optuna's caching wrapper (private: ``_CachedStorage._backend``)."""
+    backend = getattr(storage, "_backend", storage)
+    return backend if isinstance(backend, optuna.storages.RDBStorage) else None
+
+
+def set_user_attrs(study: optuna.Study, items: Sequence[Tuple[int, str, Any]]) -> None:
+    """``storage.set_trial_user_attr`` for many (trial id, key, value) in one transaction.
+
+    Only RUNNING trials are written (Optuna refuses to change a finished trial; the engine's
+    callers write links of trials they just asked). Private: the user-attribute and trial
+    tables, values stored as JSON as Optuna stores them. Public alternative:
+    ``set_trial_user_attr`` per item, one transaction each.
+    """
+    import json
+
+    import sqlalchemy as sa
+    from optuna.storages._rdb.models import TrialModel, TrialUserAttributeModel
+
+    backend = _rdb_backend(storage_of(study))
+    if backend is None:
+        for tid, key, value in items:
+            storage_of(study).set_trial_user_attr(tid, key, value)
+        return
+    if not items:
+        return
+    attrs, trials = TrialUserAttributeModel.__table__, TrialModel.__table__
+    ids = sorted({tid for tid, _, _ in items})
+    with backend.engine.begin() as conn:
+        running = set(conn.execute(sa.select(trials.c.trial_id).where(
+            trials.c.trial_id.in_(ids), trials.c.state == TrialState.RUNNING)).scalars())
+        rows = {(tid, key): {"trial_id": tid, "key": key, "value_json": json.dumps(value)}
+                for tid, key, value in items if tid in running}
+        for tid, key in rows:
+            conn.execute(attrs.delete().where(attrs.c.trial_id == tid, attrs.c.key == key))
+        if rows:
+            conn.execute(attrs.insert(), list(rows.values()))
+
+
 def ask_new_trial(study: optuna.Study, fixed_distributions: Dict[str, Any]) -> optuna.Trial:
     """``study.ask(fixed_distributions)`` for a caller that knows no trial is WAITING.
 
@@ -116,6 +156,15 @@ def ask_new_trial(study: optuna.Study, fixed_distributions: Dict[str, Any]) -> o
     return trial
 
 
+def _user_attr_columns():
+    from optuna.storages._rdb.models import TrialUserAttributeModel
+
+    columns = {c.name for c in TrialUserAttributeModel.__table__.columns}
+    if not {"trial_id", "key", "value_json"} <= columns:
+        raise AttributeError(f"columns are now {sorted(columns)}")
+    return columns
+
+
 def canary_problems() -> List[str]:
     """What this Optuna release lacks of what the adapter relies on ([] when all is there)."""
     problems: List[str] = []
@@ -123,6 +172,9 @@ def canary_problems() -> List[str]:
         "Trial._suggest": lambda: optuna.Trial._suggest,
         "RDBStorage._get_stale_trial_ids": lambda: optuna.storages.RDBStorage._get_stale_trial_ids,
         "storages._rdb.models.TrialHeartbeatModel": _heartbeat_table,
+        "storages._rdb.models.TrialUserAttributeModel": _user_attr_columns,
+        "_CachedStorage._backend": lambda: optuna.storages._CachedStorage(
+            optuna.storages.RDBStorage("sqlite:///:memory:"))._backend,
     }
     for name, get in checks.items():
         try:

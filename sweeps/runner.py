@@ -16,6 +16,7 @@ import json
 import logging
 import math
 import time
+from concurrent.futures import Future
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
@@ -24,7 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 import linear_models as lm
 
 from .data import load_features, matmul_dtype, matmul_dtype_name, resolve_device
-from .recording import record_trial
+from .recording import TrialRecording, record_trials
 from .ticker import TrainingTicker
 from .tracking import Tracker
 from .trial import COMPLETED, DIVERGED, ERROR, PRUNED, TrialOutcome, TrialSpec  # noqa: F401 (re-exported)
@@ -169,14 +170,18 @@ def _run_group(specs: List[TrialSpec], device: torch.device, tracker: Optional[T
     outcomes = _outcomes(specs, result, data, mm_dtype, checks)
     for out in outcomes:  # amortized over the stack, the final accuracies on whole splits included
         out.seconds = (time.perf_counter() - start) / K
-    for k, (spec, out) in enumerate(zip(specs, outcomes)):
-        # With an executor the run may still be being created there: its job runs first.
-        if tracker is not None and (spec.run_id is not None or executor is not None):
-            args = (tracker, spec, out, checks.train_hist[k], data, K, diagnostic_plots)
-            if executor is None:
-                record_trial(*args)
-            else:
-                out.recorded = executor.submit(record_trial, *args)
+    if tracker is not None:
+        # With an executor the runs may still be being created there: that job runs first.
+        items = [TrialRecording(spec, out, checks.train_hist[k], Future() if executor is not None else None)
+                 for k, (spec, out) in enumerate(zip(specs, outcomes)) if spec.run_id is not None or executor]
+        for it in items:
+            it.outcome.recorded = it.done
+        if executor is None:
+            failures = record_trials(tracker, items, data, K, diagnostic_plots)
+            if failures:
+                raise failures[0]
+        elif items:
+            executor.submit(record_trials, tracker, items, data, K, diagnostic_plots)
     return outcomes
 
 

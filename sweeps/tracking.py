@@ -13,13 +13,14 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
-from typing import Dict, Iterator, Mapping, Optional, Sequence
+from typing import Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 from urllib.parse import unquote, urlparse
 
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from . import mlflow_adapter
 from .db_urls import redact_url, tracking_uri  # noqa: F401 (redact_url: re-exported)
 
 log = logging.getLogger(__name__)
@@ -136,6 +137,7 @@ class Tracker:
         self.experiment_name = experiment
         self._artifact_location = artifact_location
         self._experiment_id: Optional[str] = None
+        self._artifact_root: Optional[str] = None  # the experiment's artifact location
         self._artifact_uris: Dict[str, str] = {}  # run id -> artifact URI, for runs created here
 
     @classmethod
@@ -175,18 +177,71 @@ class Tracker:
 
     @_retrying
     def create_run(self, name: str, tags: Mapping[str, str], params: Optional[Mapping] = None) -> str:
-        tags = {k: str(v) for k, v in tags.items() if v is not None}
-        if code_version():
-            tags.setdefault(TAG_COMMIT, code_version())
-        run = self.client.create_run(self.experiment_id, run_name=name, tags=tags)
+        run = self.client.create_run(self.experiment_id, run_name=name, tags=_run_tags(tags))
         self._artifact_uris[run.info.run_id] = run.info.artifact_uri
         if params:
             self.client.log_batch(run.info.run_id, params=[Param(k, _param_str(v)) for k, v in params.items()])
         return run.info.run_id
 
+    def create_runs(self, runs: Sequence[Tuple[str, Mapping[str, object], Optional[Mapping]]]) -> List[Optional[str]]:
+        """Create runs (name, tags, params) RUNNING; returns their ids, in order. On a SQL store
+        all in one transaction; if that fails (or elsewhere), one at a time, so a run that
+        cannot be created fails alone: None in its place."""
+        if self._sql_store() is not None and runs:
+            try:
+                return self._create_runs_sql([mlflow_adapter.NewRun(name, _run_tags(tags), {
+                    k: _param_str(v) for k, v in (params or {}).items()}) for name, tags, params in runs])
+            except Exception as e:  # noqa: BLE001 -- find the one that fails
+                log.warning("creating %d runs in one write failed (%s); creating them one at a time", len(runs), e)
+        run_ids: List[Optional[str]] = []
+        for name, tags, params in runs:
+            try:
+                run_ids.append(self.create_run(name, tags, params))
+            except Exception:  # noqa: BLE001
+                log.exception("could not create MLflow run %r", name)
+                run_ids.append(None)
+        return run_ids
+
+    @_retrying
+    def _create_runs_sql(self, runs: List["mlflow_adapter.NewRun"]) -> List[str]:
+        made = mlflow_adapter.create_runs(self._sql_store(), self.experiment_id, self.artifact_root, runs,
+                                          int(time.time() * 1000))
+        self._artifact_uris.update(made)
+        return [run_id for run_id, _ in made]
+
+    @property
+    def artifact_root(self) -> str:
+        if self._artifact_root is None:
+            self._artifact_root = self.get_experiment().artifact_location
+        return self._artifact_root
+
+    @_retrying
+    def get_experiment(self):
+        return self.client.get_experiment(self.experiment_id)
+
+    def _sql_store(self):
+        """MLflow's SQL store behind this client (bulk writes), or None."""
+        if not hasattr(self, "_store"):
+            self._store = mlflow_adapter.sql_store(self.client)
+        return self._store
+
     @_retrying
     def end_run(self, run_id: str, status: str) -> None:
         self.client.set_terminated(run_id, status)
+
+    def end_runs(self, statuses: Mapping[str, str]) -> None:
+        """End many runs ({run id: status}); on a SQL store in one transaction."""
+        if not statuses:
+            return
+        if self._sql_store() is None:
+            for run_id, status in statuses.items():
+                self.end_run(run_id, status)
+            return
+        self._end_runs_sql(dict(statuses))
+
+    @_retrying
+    def _end_runs_sql(self, statuses: Dict[str, str]) -> None:
+        mlflow_adapter.end_runs(self._sql_store(), statuses, int(time.time() * 1000))
 
     @_retrying
     def reopen_run(self, run_id: str) -> None:
@@ -213,10 +268,32 @@ class Tracker:
                    tags: Optional[Mapping[str, object]] = None) -> None:
         """series: {key: (steps, values)} sent in batches of at most 1,000 points; ``tags`` ride
         along with the first batch."""
-        now = int(time.time() * 1000)
-        metrics = [Metric(key, float(v), now, int(s)) for key, (steps, values) in series.items()
-                   for s, v in zip(steps, values)]
-        self._log_metric_objects(run_id, metrics, tags)
+        self._log_metric_objects(run_id, _series_metrics(series), tags)
+
+    def log_records(self, records: Sequence[Tuple[str, Mapping[str, tuple], Optional[Mapping[str, object]]]]
+                    ) -> List[Optional[BaseException]]:
+        """Many runs' series and tags, (run id, {key: (steps, values)}, tags) each; on a SQL
+        store in one transaction; if that fails (or elsewhere), :meth:`log_series` per run.
+        Returns what each record's write raised (None: written)."""
+        if self._sql_store() is not None and records:
+            try:
+                self._log_records_sql([mlflow_adapter.RunRecord(run_id, _series_metrics(series), {
+                    k: str(v) for k, v in (tags or {}).items()}) for run_id, series, tags in records])
+                return [None] * len(records)
+            except Exception as e:  # noqa: BLE001 -- find the one that fails
+                log.warning("logging %d runs in one write failed (%s); logging them one at a time", len(records), e)
+        errors: List[Optional[BaseException]] = []
+        for run_id, series, tags in records:
+            try:
+                self.log_series(run_id, series, tags)
+                errors.append(None)
+            except Exception as e:  # noqa: BLE001
+                errors.append(e)
+        return errors
+
+    @_retrying
+    def _log_records_sql(self, records: List["mlflow_adapter.RunRecord"]) -> None:
+        mlflow_adapter.log_records(self._sql_store(), records)
 
     def _log_metric_objects(self, run_id: str, metrics: Sequence[Metric], tags: Optional[Mapping] = None) -> None:
         run_tags = [RunTag(k, str(v)) for k, v in (tags or {}).items()]
@@ -270,3 +347,18 @@ class Tracker:
 
 def _param_str(v) -> str:
     return str(v)[:6000]
+
+
+def _run_tags(tags: Mapping[str, object]) -> Dict[str, str]:
+    """A new run's tags as strings (None values left out), with the code's git commit."""
+    out = {k: str(v) for k, v in tags.items() if v is not None}
+    if code_version():
+        out.setdefault(TAG_COMMIT, code_version())
+    return out
+
+
+def _series_metrics(series: Mapping[str, tuple]) -> List[Metric]:
+    """{key: (steps, values)} as MLflow metrics, all stamped now."""
+    now = int(time.time() * 1000)
+    return [Metric(key, float(v), now, int(s)) for key, (steps, values) in series.items()
+            for s, v in zip(steps, values)]

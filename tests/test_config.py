@@ -5,6 +5,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.plugins import Plugins
 from hydra.plugins.sweeper import Sweeper
 from hydra.errors import ConfigCompositionException
+from omegaconf import OmegaConf
 from omegaconf.errors import ValidationError
 
 from sweeps.app import config_dir
@@ -200,3 +201,13 @@ def test_prefetch_skips_an_invalid_config_and_never_downloads(tmp_path, monkeypa
     assert downloads == [], f"prefetch tried a download: {downloads}"
     assert not any(k[0] == data.dataset_key(missing.dataset) for k in data._CACHE)
     assert not (tmp_path / "none").exists()
+
+
+@pytest.mark.parametrize("overrides", [(), ("optimizer=momentum", "preprocess=zca", "loss=svm", "dataset=image_folder")])
+def test_a_runs_config_yaml_loads_back_as_the_resolved_config(overrides, tmp_path):
+    from sweeps.recording import config_yaml
+
+    cfg = _compose(*overrides, f"dataset.cache_dir={tmp_path}", "tracking.experiment='a: b - ${seed} #x'")
+    text = config_yaml(cfg)
+    assert OmegaConf.create(text) == OmegaConf.create(OmegaConf.to_yaml(cfg, resolve=True))
+    assert OmegaConf.create(text).tracking.experiment == f"a: b - {cfg.seed} #x"

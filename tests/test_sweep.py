@@ -308,15 +308,20 @@ def test_ctrl_c_kills_open_runs_and_next_launch_resumes(tmp_path):
 
 
 def test_trial_whose_run_cannot_be_created_is_rerun(tmp_path):
-    """Trial runs are created in the background while the batch trains: if that fails, the trial
-    is not told COMPLETE without its results in MLflow; it goes stale, is failed and re-run."""
+    """Trial runs are created in the background while the batch trains, all of a batch in one
+    write, and one at a time if that write fails: a trial whose run cannot be created is not
+    told COMPLETE without its results in MLflow; it is failed and re-run, the others go on."""
     work = tmp_path / "work"
     hook = tmp_path / "hook"
     hook.mkdir()
-    # sitecustomize runs at the sweep process's start-up: the first trial run's creation fails.
+    # sitecustomize runs at the sweep process's start-up: every bulk write of runs fails, and so
+    # does the one-at-a-time creation of the first trial's run.
     (hook / "sitecustomize.py").write_text(
         "from mlflow.exceptions import MlflowException\n"
         "import sweeps.tracking as tracking\n"
+        "def bulk(*args, **kwargs):\n"
+        "    raise MlflowException('injected: no bulk writes')\n"
+        "tracking.mlflow_adapter.create_runs = bulk\n"
         "original = tracking.Tracker.create_run\n"
         "failed = []\n"
         "def create_run(self, name, tags, params=None):\n"
@@ -333,6 +338,7 @@ def test_trial_whose_run_cannot_be_created_is_rerun(tmp_path):
     states = sorted(t.state.name for t in study.trials)
     assert states == ["COMPLETE", "COMPLETE", "COMPLETE", "FAIL"], states
     failed = next(t for t in study.trials if t.state == TrialState.FAIL)
+    assert failed.user_attrs["fail_reason"].startswith("tracking: could not record trial")
     assert failed.params in [t.params for t in study.trials if t.state == TrialState.COMPLETE]  # re-run
     runs = assert_states_agree(study, mlflow_client(work))
     for t in study.trials:

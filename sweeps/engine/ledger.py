@@ -95,6 +95,12 @@ def final_state(out: TrialOutcome) -> Tuple[TrialState, Optional[str]]:
     return TrialState.FAIL, out.message or f"error: {out.status}: no finite validation accuracy"
 
 
+def run_status(out: TrialOutcome) -> str:
+    """The MLflow status of a trained trial's run."""
+    state, reason = final_state(out)
+    return mlflow_status(state.name, reason)
+
+
 def state_tags(state: str, reason: Optional[str]) -> Dict[str, str]:
     """The MLflow tags of a trial's final state (``state``: an Optuna state name)."""
     tags = {TAG_TRIAL_STATE: state}
@@ -161,27 +167,41 @@ class TrialLedger:
         entry.spec, entry.run_name, entry.run_tags, entry.run_params = spec, name, tags, params
 
     def create_runs(self, entries: List[TrialEntry]) -> None:
-        """ASKED -> RUN_CREATED (on the finisher thread, while the batch trains). A failure
-        leaves the entry ASKED: recording it then fails, and it is aborted and re-queued."""
+        """ASKED -> RUN_CREATED (on the finisher thread, while the batch trains): the batch's
+        runs in one write, then their links in Optuna in one more. A failure leaves entries
+        ASKED: recording them then fails, and they are aborted and re-queued."""
         t0 = time.perf_counter()
+        planned = []
         for entry in entries:
             try:
                 faults.check("create_run")
-                self._create_run(entry)
-                with self._lock:
-                    if entry.phase == Phase.ASKED:
-                        self._move(entry, Phase.RUN_CREATED)
+                planned.append((entry, self._run_tags(entry)))
             except Exception:
                 log.exception("could not create the MLflow run of trial %d", entry.number)
+        run_ids = self.tracker.create_runs([(e.run_name, tags, e.run_params) for e, tags in planned])
+        for (entry, _), run_id in zip(planned, run_ids):
+            entry.spec.run_id = run_id
+        try:  # the links save a search; a run is found by its tags without them
+            adapter.set_user_attrs(self.study, [(e.trial_id, ATTR_RUN_ID, e.run_id) for e, _ in planned if e.run_id])
+        except Exception:
+            log.exception("could not link trials %s to their MLflow runs", [e.number for e, _ in planned])
+        with self._lock:
+            for entry, _ in planned:
+                if entry.phase == Phase.ASKED and entry.run_id is not None:
+                    self._move(entry, Phase.RUN_CREATED)
         self.stats.add_bookkeeping(time.perf_counter() - t0, "create_run")
 
-    def _create_run(self, entry: TrialEntry) -> None:
+    def _run_tags(self, entry: TrialEntry) -> Dict[str, object]:
         tags = dict(entry.run_tags or {})
         retry_of = (self.storage.get_trial_system_attrs(entry.trial_id).get("failed_trial")
                     if entry.requeued else None)
         if retry_of is not None:
             tags[TAG_RETRY_OF] = retry_of
-        entry.spec.run_id = self.tracker.create_run(entry.run_name, tags=tags, params=entry.run_params)
+        return tags
+
+    def _create_run(self, entry: TrialEntry) -> None:
+        entry.spec.run_id = self.tracker.create_run(entry.run_name, tags=self._run_tags(entry),
+                                                    params=entry.run_params)
         entry.trial.set_user_attr(ATTR_RUN_ID, entry.spec.run_id)
 
     def fail_config(self, entry: TrialEntry, error: str) -> None:
@@ -204,11 +224,44 @@ class TrialLedger:
             entry.outcome = outcome
             self._move(entry, Phase.TRAINED)
 
-    def settle(self, entry: TrialEntry) -> None:
-        """TRAINED -> RECORDED -> TOLD, on the finisher thread, after the trial's recording job.
-        Any failure on the way aborts the trial instead (FAIL, KILLED, re-queued)."""
-        out = entry.outcome
+    def settle(self, entries: List[TrialEntry]) -> None:
+        """TRAINED -> RECORDED -> TOLD for a trained batch, on the finisher thread, after its
+        recording job: each trial told in Optuna, then all their MLflow runs ended in one
+        write. A failure on a trial's way aborts that trial instead (FAIL, KILLED, re-queued)."""
         t0 = time.perf_counter()
+        told = [(entry, state) for entry in entries for state in [self._tell_recorded(entry)] if state is not None]
+        closing = {}
+        for entry, state in told:
+            try:
+                faults.check("close_run")
+                closing[entry.run_id] = entry
+            except Exception:
+                self._close_again(entry)
+        try:
+            self.tracker.end_runs({run_id: run_status(e.outcome) for run_id, e in closing.items()})
+        except Exception:
+            for entry in closing.values():
+                self._close_again(entry)
+        for entry, state in told:
+            out = entry.outcome
+            self.stats.count(failed=state == TrialState.FAIL, train=out.seconds, tracking=out.tracking_seconds)
+            if state == TrialState.COMPLETE and out.weights is not None and (
+                    self.best is None or self._better(out.val_acc, self.best[1].val_acc)):
+                self.best = (entry.spec, out)
+        self.stats.add_bookkeeping(time.perf_counter() - t0, "tell")
+        if told:
+            self.on_settled(len(told))
+
+    def _close_again(self, entry: TrialEntry) -> None:
+        """Told already: only ending its MLflow run failed. Once more (else a relaunch's reconcile)."""
+        log.exception("could not end the MLflow run of trial %d; trying once more", entry.number)
+        state, reason = final_state(entry.outcome)
+        self._close_quietly(entry.run_id, state.name, reason)
+
+    def _tell_recorded(self, entry: TrialEntry) -> Optional[TrialState]:
+        """TRAINED -> RECORDED -> TOLD once its recording is done; its state, or None when it was
+        aborted (here, on a failure, or before)."""
+        out = entry.outcome
         try:
             if out.recorded is not None:
                 out.recorded.result()  # raises if recording failed
@@ -217,25 +270,17 @@ class TrialLedger:
                 raise RuntimeError("it has no MLflow run (creating it failed)")
             with self._lock:
                 if entry.phase in FINAL:
-                    return
+                    return None
                 self._move(entry, Phase.RECORDED)
-                state = self._tell_outcome(entry)
+                return self._tell_outcome(entry)
         except Exception as e:
-            if entry.phase != Phase.TOLD:
-                log.exception("could not record trial %d", entry.number)
-                self.abort(entry, f"tracking: could not record trial: {type(e).__name__}: {e}", self.max_retries)
-                self.stats.count(failed=True, train=out.seconds, tracking=out.tracking_seconds)
-                return
-            # Told already: only ending its MLflow run failed. Once more (else a relaunch's reconcile).
-            log.exception("could not end the MLflow run of trial %d; trying once more", entry.number)
-            state, reason = final_state(out)
-            self._close_quietly(entry.run_id, state.name, reason)
-        self.stats.count(failed=state == TrialState.FAIL, train=out.seconds, tracking=out.tracking_seconds)
-        self.stats.add_bookkeeping(time.perf_counter() - t0, "tell")
-        if state == TrialState.COMPLETE and out.weights is not None and (
-                self.best is None or self._better(out.val_acc, self.best[1].val_acc)):
-            self.best = (entry.spec, out)
-        self.on_settled(1)
+            if entry.phase == Phase.TOLD:  # only tagging its final state failed: the close retags it
+                self._close_again(entry)
+                return final_state(out)[0]
+            log.exception("could not record trial %d", entry.number)
+            self.abort(entry, f"tracking: could not record trial: {type(e).__name__}: {e}", self.max_retries)
+            self.stats.count(failed=True, train=out.seconds, tracking=out.tracking_seconds)
+            return None
 
     def _tell_outcome(self, entry: TrialEntry) -> TrialState:
         out = entry.outcome
@@ -250,8 +295,8 @@ class TrialLedger:
             self._tell(entry.trial, state=TrialState.FAIL)
             log.warning("trial %d failed: %s", entry.number, reason)
         self._move(entry, Phase.TOLD)
-        faults.check("close_run")
-        self._close(entry.run_id, state.name, reason, logged_tags=out.logged_tags)
+        if state_tags(state.name, reason) != out.logged_tags:  # recorded before a state it did not foresee
+            self.tracker.set_tags(entry.run_id, state_tags(state.name, reason))
         return state
 
     def abort(self, entry: TrialEntry, reason: str, max_retries: Optional[int] = None) -> None:

@@ -194,7 +194,7 @@ class StudySession:
         for entry, out in zip(entries, outcomes):
             with self.guard.critical():
                 self.ledger.trained(entry, out)
-            self.pending.append(self.finisher.submit(self.ledger.settle, entry))
+        self.pending.append(self.finisher.submit(self.ledger.settle, list(entries)))
 
     def drain(self) -> None:
         """Wait for this study's finisher jobs (recordings and tells) to finish."""

@@ -1,0 +1,224 @@
+"""Every use of MLflow's internals, in one place: writes for many runs in one transaction.
+
+MLflow's public API writes one run per request: creating a run, logging its params, its
+metrics and ending it are four transactions each (about 15 ms a trial on SQLite). A sweep
+creates, records and ends a whole batch of runs at once, so on a SQL tracking store (the
+embedded SQLite default, PostgreSQL) the engine writes each step for the batch in one
+transaction, into the same tables and with the same values MLflow's own SQL store writes
+(``SqlAlchemyStore.create_run``, ``log_batch``, ``update_run_info``). Other stores (an
+``http://`` tracking server) get the public calls, one run at a time.
+
+Private: ``MlflowClient._tracking_client.store``, the store's ``engine``, and the table models
+of ``mlflow.store.tracking.dbmodels.models``. The canary test (tests/test_mlflow_adapter.py)
+writes runs both ways and fails when an MLflow release makes them differ.
+"""
+from __future__ import annotations
+
+import math
+import uuid
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Sequence, Tuple
+
+from mlflow.entities import Metric
+
+__all__ = ["NewRun", "RunRecord", "sql_store", "create_runs", "log_records", "end_runs", "canary_problems"]
+
+RUN_NAME_TAG = "mlflow.runName"
+USER_TAG = "mlflow.user"
+_MAX_FLOAT = 1.7976931348623157e308
+MAX_KEY, MAX_VALUE = 250, 8000  # the tables' column sizes (MLflow's own client checks the same)
+
+
+@dataclass
+class NewRun:
+    """A run to create: its name, tags and params (values already strings)."""
+
+    name: str
+    tags: Dict[str, str] = field(default_factory=dict)
+    params: Dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class RunRecord:
+    """What one run gets in one write: metrics (any number) and tags (set or replaced)."""
+
+    run_id: str
+    metrics: Sequence[Metric] = ()
+    tags: Dict[str, str] = field(default_factory=dict)
+
+
+def sql_store(client):
+    """The client's tracking store when it is MLflow's SQL store, else None (REST, files)."""
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    store = getattr(getattr(client, "_tracking_client", None), "store", None)
+    return store if isinstance(store, SqlAlchemyStore) else None
+
+
+def _models():
+    from mlflow.store.tracking.dbmodels import models
+
+    return models
+
+
+def create_runs(store, experiment_id: str, artifact_root: str, runs: Sequence[NewRun],
+                start_time: int) -> List[Tuple[str, str]]:
+    """Create ``runs`` RUNNING in one transaction; returns (run id, artifact URI) of each.
+
+    As ``SqlAlchemyStore.create_run`` does: a uuid4 hex id, the artifact URI
+    ``<experiment artifact location>/<run id>/artifacts``, the name also as the
+    ``mlflow.runName`` tag, the user from the ``mlflow.user`` tag (else "unknown").
+    """
+    from mlflow.utils.uri import append_to_uri_path
+
+    m = _models()
+    made, run_rows, tag_rows, param_rows = [], [], [], []
+    for run in runs:
+        _check_sizes(run.name, {**run.tags, **run.params})
+        run_id = uuid.uuid4().hex
+        artifact_uri = append_to_uri_path(artifact_root, run_id, "artifacts")
+        made.append((run_id, artifact_uri))
+        run_rows.append({"run_uuid": run_id, "name": run.name, "artifact_uri": artifact_uri,
+                         "experiment_id": int(experiment_id), "source_type": "UNKNOWN", "source_name": "",
+                         "entry_point_name": "", "user_id": run.tags.get(USER_TAG, "unknown"),
+                         "status": "RUNNING", "start_time": start_time, "end_time": None, "deleted_time": None,
+                         "source_version": "", "lifecycle_stage": "active"})
+        tags = {**run.tags, RUN_NAME_TAG: run.name}
+        tag_rows += [{"run_uuid": run_id, "key": k, "value": v} for k, v in tags.items()]
+        param_rows += [{"run_uuid": run_id, "key": k, "value": v} for k, v in run.params.items()]
+    with store.engine.begin() as conn:
+        conn.execute(m.SqlRun.__table__.insert(), run_rows)
+        if tag_rows:
+            conn.execute(m.SqlTag.__table__.insert(), tag_rows)
+        if param_rows:
+            conn.execute(m.SqlParam.__table__.insert(), param_rows)
+    return made
+
+
+def _check_sizes(name: str, values: Dict[str, str]) -> None:
+    from mlflow.exceptions import MlflowException
+
+    for key, value in values.items():
+        if len(key) > MAX_KEY or len(value) > MAX_VALUE:
+            raise MlflowException(f"run {name!r}: tag or param {key[:60]!r} is longer than MLflow stores "
+                                  f"(keys <= {MAX_KEY}, values <= {MAX_VALUE} characters)",
+                                  error_code="INVALID_PARAMETER_VALUE")
+
+
+def _stored_value(value: float) -> Tuple[float, bool]:
+    """(value, is_nan) as MLflow stores a metric: NaN as 0 with the flag, infinities clipped."""
+    if math.isnan(value):
+        return 0.0, True
+    if math.isinf(value):
+        return (_MAX_FLOAT if value > 0 else -_MAX_FLOAT), False
+    return float(value), False
+
+
+def log_records(store, records: Sequence[RunRecord]) -> None:
+    """Every record's metrics and tags in one transaction, as ``log_batch`` writes them: the
+    metric history (exact duplicates dropped), each key's latest value by (step, timestamp,
+    value), and tags replacing tags of the same key."""
+    import sqlalchemy as sa
+    from mlflow.exceptions import MlflowException
+
+    m = _models()
+    metric_rows, latest, tag_rows = {}, {}, []
+    for rec in records:
+        for metric in rec.metrics:
+            value, is_nan = _stored_value(metric.value)
+            row = {"run_uuid": rec.run_id, "key": metric.key, "value": value, "timestamp": metric.timestamp,
+                   "step": metric.step, "is_nan": is_nan}
+            metric_rows[(rec.run_id, metric.key, metric.timestamp, metric.step, value, is_nan)] = row
+            best = latest.get((rec.run_id, metric.key))
+            if best is None or (row["step"], row["timestamp"], row["value"]) > (best["step"], best["timestamp"],
+                                                                                best["value"]):
+                latest[(rec.run_id, metric.key)] = row
+        _check_sizes(rec.run_id, rec.tags)
+        tag_rows += [{"run_uuid": rec.run_id, "key": k, "value": v} for k, v in rec.tags.items()]
+    run_ids = sorted({rec.run_id for rec in records})
+    latest_t, tags_t = m.SqlLatestMetric.__table__, m.SqlTag.__table__
+    runs_t = m.SqlRun.__table__
+    with store.engine.begin() as conn:
+        active = set(conn.execute(sa.select(runs_t.c.run_uuid).where(
+            runs_t.c.run_uuid.in_(run_ids), runs_t.c.lifecycle_stage == "active")).scalars())
+        if len(active) < len(run_ids):
+            raise MlflowException(f"runs {sorted(set(run_ids) - active)} do not exist or are deleted",
+                                  error_code="RESOURCE_DOES_NOT_EXIST")
+        if metric_rows:
+            conn.execute(m.SqlMetric.__table__.insert(), list(metric_rows.values()))
+            _merge_latest(conn, latest_t, run_ids, latest)
+        if tag_rows:
+            unique = {(r["run_uuid"], r["key"]): r for r in tag_rows}
+            for run_id in run_ids:
+                keys = [k for r, k in unique if r == run_id]
+                if keys:
+                    conn.execute(tags_t.delete().where(tags_t.c.run_uuid == run_id, tags_t.c.key.in_(keys)))
+            conn.execute(tags_t.insert(), list(unique.values()))
+
+
+def _merge_latest(conn, latest_t, run_ids: List[str], latest: Dict[Tuple[str, str], dict]) -> None:
+    """Insert or raise each (run, key)'s latest metric row, keeping a stored one that is newer."""
+    import sqlalchemy as sa
+
+    def order(row):
+        return row["step"], row["timestamp"], row["value"]
+
+    stored = {(r["run_uuid"], r["key"]): r for r in
+              conn.execute(sa.select(latest_t).where(latest_t.c.run_uuid.in_(run_ids))).mappings()}
+    inserts = []
+    for key, row in latest.items():
+        old = stored.get(key)
+        if old is None:
+            inserts.append(row)
+        elif order(row) > order(old):
+            conn.execute(latest_t.update().where(latest_t.c.run_uuid == key[0], latest_t.c.key == key[1])
+                         .values(value=row["value"], timestamp=row["timestamp"], step=row["step"],
+                                 is_nan=row["is_nan"]))
+    if inserts:
+        conn.execute(latest_t.insert(), inserts)
+
+
+def end_runs(store, statuses: Dict[str, str], end_time: int) -> None:
+    """Set each run's status ("FINISHED", "KILLED", "FAILED") and end time, in one transaction."""
+    runs_t = _models().SqlRun.__table__
+    by_status: Dict[str, List[str]] = {}
+    for run_id, status in statuses.items():
+        by_status.setdefault(status, []).append(run_id)
+    with store.engine.begin() as conn:
+        for status, ids in by_status.items():
+            conn.execute(runs_t.update().where(runs_t.c.run_uuid.in_(ids)).values(status=status, end_time=end_time))
+
+
+def canary_problems() -> List[str]:
+    """What this MLflow release lacks of what the adapter relies on ([] when all is there)."""
+    problems: List[str] = []
+    expected = {
+        "SqlRun": {"run_uuid", "name", "artifact_uri", "experiment_id", "source_type", "source_name",
+                   "entry_point_name", "user_id", "status", "start_time", "end_time", "deleted_time",
+                   "source_version", "lifecycle_stage"},
+        "SqlTag": {"run_uuid", "key", "value"},
+        "SqlParam": {"run_uuid", "key", "value"},
+        "SqlMetric": {"run_uuid", "key", "value", "timestamp", "step", "is_nan"},
+        "SqlLatestMetric": {"run_uuid", "key", "value", "timestamp", "step", "is_nan"},
+    }
+    try:
+        m = _models()
+    except ImportError as e:
+        return [f"mlflow.store.tracking.dbmodels.models: {e}"]
+    for name, columns in expected.items():
+        model: Optional[type] = getattr(m, name, None)
+        if model is None:
+            problems.append(f"dbmodels.models.{name} is gone")
+            continue
+        have = {c.name for c in model.__table__.columns}
+        if have != columns:
+            problems.append(f"{name} columns changed: {sorted(have ^ columns)}")
+    try:
+        from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore  # noqa: F401
+        from mlflow.tracking import MlflowClient
+
+        if not hasattr(MlflowClient("sqlite:///:memory:"), "_tracking_client"):
+            problems.append("MlflowClient._tracking_client is gone")
+    except ImportError as e:
+        problems.append(f"SqlAlchemyStore: {e}")
+    return problems

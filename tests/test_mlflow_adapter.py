@@ -1,0 +1,101 @@
+"""The MLflow internals the engine relies on (sweeps/mlflow_adapter.py): a canary that names what
+an MLflow release changed, and runs written in bulk checked against the same runs written
+through MLflow's public client, on SQLite and on PostgreSQL."""
+import math
+
+import mlflow
+import pytest
+from mlflow.tracking import MlflowClient
+
+from pg import pg_server, pg_url  # noqa: F401  (fixtures)
+from sweeps import mlflow_adapter
+from sweeps.tracking import Tracker
+
+SERIES = {"train_loss": ([0, 10, 20], [2.3, 1.9, float("nan")]), "val_acc": ([10, 20], [0.31, 0.35]),
+          "test_acc": ([20], [float("inf")]), "trials_in_batch": ([20], [4])}
+TAGS = {"optuna.trial_state": "COMPLETE", "linear_sweeps.role": "trial"}
+
+
+def test_canary_this_mlflow_has_what_the_adapter_uses():
+    problems = mlflow_adapter.canary_problems()
+    assert not problems, (f"MLflow {mlflow.__version__} changed internals that sweeps/mlflow_adapter.py uses: "
+                          f"{problems}. Update the adapter (or pin mlflow below this release in pyproject.toml).")
+
+
+def _write_both_ways(tracker: Tracker):
+    """Two runs through the public client, two in bulk, with the same content; returns the ids."""
+    public = [tracker.create_run(f"trial-{i}", {"k": "v", "n": i, "skipped": None}, {"lr": 0.1 * i, "loss": "svm"})
+              for i in range(2)]
+    bulk = tracker.create_runs([(f"trial-{i}", {"k": "v", "n": i, "skipped": None}, {"lr": 0.1 * i, "loss": "svm"})
+                                for i in range(2)])
+    for run_id in public:
+        tracker.log_series(run_id, SERIES, tags=TAGS)
+        tracker.log_series(run_id, {"val_acc": ([30, 5], [0.2, 0.9])}, tags={"optuna.trial_state": "PRUNED"})
+    tracker.log_records([(run_id, SERIES, TAGS) for run_id in bulk])
+    tracker.log_records([(run_id, {"val_acc": ([30, 5], [0.2, 0.9])}, {"optuna.trial_state": "PRUNED"})
+                         for run_id in bulk])
+    for run_id, status in zip(public, ("FINISHED", "KILLED")):
+        tracker.end_run(run_id, status)
+    tracker.end_runs(dict(zip(bulk, ("FINISHED", "KILLED"))))
+    return public, bulk
+
+
+def _view(client: MlflowClient, run_id: str) -> dict:
+    run = client.get_run(run_id)
+    info = run.info
+    history = {key: sorted((m.step, m.value if not math.isnan(m.value) else "nan")
+                           for m in client.get_metric_history(run_id, key)) for key in run.data.metrics}
+    return {"name": info.run_name, "status": info.status, "user": info.user_id, "stage": info.lifecycle_stage,
+            "artifact_uri": info.artifact_uri.replace(run_id, "<id>"), "ended": info.end_time is not None,
+            "started": info.start_time is not None, "experiment": info.experiment_id,
+            "params": run.data.params, "tags": run.data.tags,
+            "metrics": {k: ("nan" if math.isnan(v) else v) for k, v in run.data.metrics.items()},
+            "history": history}
+
+
+def _check_equal(tracker: Tracker) -> None:
+    public, bulk = _write_both_ways(tracker)
+    client = tracker.client
+    for a, b in zip(public, bulk):
+        assert _view(client, a) == _view(client, b)
+    view = _view(client, bulk[0])
+    assert view["metrics"]["val_acc"] == 0.2  # the latest is the highest step, not the last logged
+    assert view["tags"]["mlflow.runName"] == "trial-0" and "skipped" not in view["tags"]
+    assert view["tags"]["optuna.trial_state"] == "PRUNED"  # a tag logged again replaces the old one
+    # What the UI and linear-compare query: filters on tags, params and metrics, ordering by a metric.
+    found = tracker.search("tags.k = 'v' and params.loss = 'svm' and metrics.val_acc > 0.1")
+    assert sorted(r.info.run_id for r in found) == sorted(public + bulk)
+    ranked = client.search_runs([tracker.experiment_id], "attributes.status = 'FINISHED'",
+                                order_by=["metrics.val_acc DESC"])
+    assert sorted(r.info.run_id for r in ranked) == sorted([public[0], bulk[0]])
+    with tracker.artifact_folder(bulk[1]) as folder:  # the artifact location works as for any run
+        (folder / "note.txt").write_text("x")
+    assert [f.path for f in client.list_artifacts(bulk[1])] == ["note.txt"]
+
+
+def test_bulk_writes_equal_the_public_client_on_sqlite(tmp_path):
+    tracker = Tracker(f"sqlite:///{tmp_path}/mlflow.db", "adapter", str(tmp_path / "artifacts"))
+    assert tracker._sql_store() is not None  # the bulk path is the one under test
+    _check_equal(tracker)
+
+
+def test_bulk_writes_equal_the_public_client_on_postgres(pg_url, tmp_path):
+    tracker = Tracker(pg_url, "adapter", str(tmp_path / "artifacts"))
+    assert tracker._sql_store() is not None
+    _check_equal(tracker)
+
+
+def test_what_a_bulk_write_refuses_is_written_one_at_a_time_and_fails_alone(tmp_path):
+    tracker = Tracker(f"sqlite:///{tmp_path}/mlflow.db", "adapter", str(tmp_path / "artifacts"))
+    # Tags longer than MLflow's columns: SQLite would store them, PostgreSQL would not.
+    with pytest.raises(mlflow.exceptions.MlflowException, match="'kkkk.*longer than MLflow stores"):
+        mlflow_adapter.create_runs(tracker._sql_store(), tracker.experiment_id, tracker.artifact_root,
+                                   [mlflow_adapter.NewRun("too long", {"k" * 300: "v"})], 0)
+    assert tracker.search("") == []
+    (run_id,) = tracker.create_runs([("ok", {"k": "v"}, None)])
+    with pytest.raises(mlflow.exceptions.MlflowException, match="do not exist"):
+        mlflow_adapter.log_records(tracker._sql_store(), [mlflow_adapter.RunRecord("0" * 32, [], {"a": "b"})])
+    records = [(run_id, {"val_acc": ([1], [0.5])}, {"a": "b"}), ("0" * 32, {"val_acc": ([2], [0.6])}, None)]
+    first, second = tracker.log_records(records)  # the bulk write fails; one at a time, one fails
+    assert first is None and isinstance(second, mlflow.exceptions.MlflowException)
+    assert tracker.get_run(run_id).data.metrics == {"val_acc": 0.5}
