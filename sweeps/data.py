@@ -17,7 +17,7 @@ _CACHE: Dict[Tuple, dict] = {}
 _FEATURES: "OrderedDict[Tuple, dict]" = OrderedDict()  # transformed variants, least recently used first
 _EIGEN: Dict[Tuple, object] = {}  # (data key, mirror) -> linear_models.data.Eigen, reused across epsilons
 MAX_FEATURE_VARIANTS = 4  # per process: each holds a full copy of the splits
-_LOCK = threading.Lock()  # one loader at a time when several devices train in threads
+_LOCK = threading.Lock()  # one loader at a time: the prefetch thread and the study's first load
 
 
 class DatasetUnavailable(RuntimeError):
@@ -29,10 +29,28 @@ OFFLINE_HINT = ("offline, pass a local copy: dataset.root=PATH (a cifar-10-batch
 
 
 def resolve_device(kind: str) -> torch.device:
-    """auto -> cuda when available, else cpu."""
+    """auto -> cuda when available, else cpu; cuda -> the concrete cuda:N (the current device)."""
     if kind == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(kind)
+        kind = "cuda" if torch.cuda.is_available() else "cpu"
+    return concrete_device(kind)
+
+
+def concrete_device(device, current_index: Optional[int] = None) -> torch.device:
+    """``device`` with its index: 'cuda' -> cuda:N, N = ``current_index`` or torch's current device.
+
+    'cuda' and 'cuda:0' name the same GPU; as data-cache keys they must be equal, or the data
+    would be loaded on it twice.
+    """
+    device = torch.device(device)
+    if device.type != "cuda" or device.index is not None:
+        return device
+    return torch.device("cuda", torch.cuda.current_device() if current_index is None else current_index)
+
+
+def data_cache_key(dataset_cfg: DictConfig, dtype: str, device, current_index: Optional[int] = None) -> Tuple:
+    """The key of load_data's cache: what the loaded splits depend on (the device made concrete,
+    see :func:`concrete_device`)."""
+    return dataset_key(dataset_cfg), dtype, str(concrete_device(device, current_index))
 
 
 def _dtype(name: str) -> torch.dtype:
@@ -148,7 +166,8 @@ def load_data(dataset_cfg: DictConfig, dtype: str, device: torch.device,
               features: FeatureSpec = FeatureSpec()) -> dict:
     """Preprocessed splits (see linear_models.data.preprocess), cached per (dataset, dtype, device),
     transformed as ``features`` says (fitted on the training split; the dict's ``transform``)."""
-    key = (dataset_key(dataset_cfg), dtype, str(device))
+    device = concrete_device(device)
+    key = data_cache_key(dataset_cfg, dtype, device)
     with _LOCK:
         data = _load_locked(key, dataset_cfg, dtype, device)
         return _features_locked(key, data, dataset_cfg, features)

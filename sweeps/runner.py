@@ -78,13 +78,15 @@ def training_option_params(cfg: DictConfig) -> Dict[str, Any]:
 
 def run_trials(specs: Sequence[TrialSpec], tracker: Optional[Tracker], *, report_intermediate: bool = False,
                should_prune: Optional[Callable[[Any], bool]] = None,
-               devices: Optional[Sequence[torch.device]] = None, executor=None,
+               device: Optional[torch.device] = None, executor=None,
                diagnostic_plots: Optional[bool] = True) -> List[TrialOutcome]:
     """Train ``specs`` (grouped into stacked models) and log each to its MLflow run.
 
     The MLflow runs stay RUNNING: the caller ends them once Optuna has been told, so both
     stores agree. ``should_prune(optuna_trial)`` is asked at each validation check.
-    ``devices``: where to train (default: from each config; every GPU of a multi-GPU machine).
+    ``device``: where every group trains (default: each config's ``device.type``, resolved).
+    One launch trains on one device; several GPUs take one worker process each
+    (docker/gpu-workers.sh): threads of one process would share the GIL of a dispatch-bound step.
     ``executor``: record trials there (e.g. a background thread) instead of before returning;
     each outcome's ``recorded`` future then tells when (and whether) its recording is done.
     ``diagnostic_plots``: draw each run's loss-curve and confusion images (with
@@ -95,47 +97,20 @@ def run_trials(specs: Sequence[TrialSpec], tracker: Optional[Tracker], *, report
     groups: Dict[str, List[int]] = {}
     for i, spec in enumerate(specs):
         groups.setdefault(group_key(spec.cfg), []).append(i)
-    # Several GPUs: each group is split into one stacked model per device, trained side by side.
-    jobs = []
+    outcomes: List[Optional[TrialOutcome]] = [None] * len(specs)
     for indices in groups.values():
         indices.sort(key=lambda i: specs[i].cfg.loss.name)  # one loss head per loss (stable sort)
-        devs = list(devices) if devices else available_devices(specs[indices[0]].cfg.device.type)
-        n = min(len(devs), len(indices))
-        jobs += [(indices[j::n], devs[j]) for j in range(n)]
-    outcomes: List[Optional[TrialOutcome]] = [None] * len(specs)
-
-    def run(job):
-        indices, device = job
         members = [specs[i] for i in indices]
+        dev = device if device is not None else resolve_device(members[0].cfg.device.type)
         try:
-            results = _run_group(members, device, tracker, report_intermediate, should_prune, executor,
+            results = _run_group(members, dev, tracker, report_intermediate, should_prune, executor,
                                  diagnostic_plots)
         except Exception as e:  # a broken group fails its trials, not the sweep
             log.exception("trials %s failed", [s.number for s in members])
             results = [TrialOutcome(s.number, ERROR, message=f"error: {type(e).__name__}: {e}") for s in members]
         for i, r in zip(indices, results):
             outcomes[i] = r
-
-    by_device: Dict[str, list] = {}
-    for job in jobs:
-        by_device.setdefault(str(job[1]), []).append(job)
-    if len(by_device) <= 1:
-        for job in jobs:
-            run(job)
-    else:
-        from concurrent.futures import ThreadPoolExecutor
-
-        with ThreadPoolExecutor(len(by_device)) as pool:  # torch releases the GIL in its kernels
-            list(pool.map(lambda device_jobs: [run(j) for j in device_jobs], by_device.values()))
     return outcomes  # type: ignore[return-value]
-
-
-def available_devices(kind: str) -> List[torch.device]:
-    """Every GPU for cuda/auto on a multi-GPU machine, else the one resolved device."""
-    device = resolve_device(kind)
-    if device.type == "cuda" and device.index is None and torch.cuda.device_count() > 1:
-        return [torch.device("cuda", i) for i in range(torch.cuda.device_count())]
-    return [device]
 
 
 def _run_group(specs: List[TrialSpec], device: torch.device, tracker: Optional[Tracker], report_intermediate: bool,

@@ -3,7 +3,8 @@ is one (benchmarks/gpu_check.sh runs this file on a GPU machine; here the CUDA c
 
 On each device: batched == separate runs (float64; every optimizer, with flips), a fixed seed
 reproduces, bf16 matmuls stay close to float32, transforms fit there, and the runner trains a
-stack there (several GPUs: one stack per device)."""
+stack there. Several GPUs are tested one at a time: a launch trains on one device (one worker
+process per GPU, docker/gpu-workers.sh)."""
 import pytest
 import torch
 
@@ -88,13 +89,12 @@ def test_bf16_matmuls_stay_close_to_float32(device):
 
 @pytest.mark.parametrize("device", DEVICES)
 def test_runner_trains_a_stack_on_the_device(base_cfg, device):
-    """The runner's stacked trials on ``device``; with several GPUs, one stack per GPU."""
+    """The runner's stacked trials on ``device``, all of them there."""
     from sweeps.runner import COMPLETED, run_trials
     from test_runner import spec
 
     specs = [spec(base_cfg, i, learning_rate=10.0 ** -(i + 1)) for i in range(4)]
-    devices = [torch.device(device)] if device == "cpu" else [torch.device(d) for d in DEVICES[1:]]
-    outcomes = run_trials(specs, None, devices=devices)
+    outcomes = run_trials(specs, None, device=torch.device(device))
     assert [o.status for o in outcomes] == [COMPLETED] * 4
-    alone = run_trials([spec(base_cfg, 0, learning_rate=0.1)], None, devices=devices[:1])[0]
+    alone = run_trials([spec(base_cfg, 0, learning_rate=0.1)], None, device=torch.device(device))[0]
     assert torch.allclose(outcomes[0].weights, alone.weights, rtol=1e-10, atol=0)  # batch mates don't matter
