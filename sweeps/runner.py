@@ -201,7 +201,7 @@ def _outcomes(specs: List[TrialSpec], result, data: dict, mm_dtype, checks: _Che
     val_pred = result.val_predictions.cpu().numpy() if result.val_predictions is not None else None  # (K, N_val)
     final_test = (lm.batched_accuracy(W_all, data["X_test"], data["y_test"], matmul_dtype=mm_dtype).tolist()
                   if cfg.tracking.test_eval == "all" else None)
-    loss_history = result.loss_history.cpu()
+    loss_history, W_host = result.loss_history.cpu(), result.W.detach().cpu()  # one copy each, not one per trial
     outcomes = []
     for k, spec in enumerate(specs):
         status = {"completed": COMPLETED, "pruned": PRUNED, "diverged": DIVERGED}[result.status[k]]
@@ -212,7 +212,7 @@ def _outcomes(specs: List[TrialSpec], result, data: dict, mm_dtype, checks: _Che
             val_acc=checks.val_hist[k].get(iters_run, float("nan")) if ok else float("nan"),
             train_acc=final_train[k] if ok else float("nan"),
             test_acc=final_test[k] if (final_test and status == COMPLETED) else None,
-            weights=result.W[k].detach().cpu().clone(),  # its own storage, not a view of the stack
+            weights=W_host[k].clone(),  # its own storage, not a view of the stack
             val_history=dict(checks.val_hist[k]),
             loss_curve=_loss_curve(loss_history[:iters_run, k], cfg.tracking.loss_every),
             val_predictions=val_pred[k] if (val_pred is not None and ok) else None)
