@@ -191,6 +191,9 @@ class Stepper:
                  generator, matmul_dtype, fold_plan: FoldPlan, measured: list, num_classes: int, K: int,
                  flip: Optional[FeatureFlip] = None, flip_generator=None):
         self.X, self.y, self.batch_size, self.shared = X, y, batch_size, shared_batches
+        # CUDA with low-precision matmuls: minibatches are gathered from one bf16 copy of X (half
+        # the bytes, no conversion kernel per step); the CPU path converts each batch (as tuned there).
+        self.X_rows = X.to(matmul_dtype) if X.device.type == "cuda" and matmul_dtype not in (None, X.dtype) else X
         self.generator, self.matmul_dtype = generator, matmul_dtype
         self.fold_plan, self.measured = fold_plan, measured
         self.flip, self.flip_generator = flip, flip_generator
@@ -207,7 +210,7 @@ class Stepper:
 
     def _batch(self, idx: torch.Tensor, coin: Optional[torch.Tensor]):
         """X_batch (B, D), y_batch (B,) shared by all trials, or (K_a, B, D), (K_a, B) per trial."""
-        X, y = self.X, self.y
+        X, y = self.X_rows, self.y
         if idx.dim() == 1:
             X_batch, y_batch = X.index_select(0, idx), y.index_select(0, idx)  # faster than X[idx]
         else:

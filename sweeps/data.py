@@ -1,12 +1,13 @@
 """Dataset loading for the sweep: composed config -> preprocessed tensors, once per process."""
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import threading
 import urllib.error
 from collections import OrderedDict
-from typing import Dict, NamedTuple, Optional, Sequence, Tuple
+from typing import Dict, Iterator, NamedTuple, Optional, Sequence, Tuple
 
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -62,8 +63,10 @@ def matmul_dtype(model_cfg: DictConfig, device: torch.device) -> Optional[torch.
 
     ``auto`` picks bfloat16 where the hardware multiplies it natively and float32 weights are
     trained (CPUs with AVX512-BF16 or AMX: the two matmuls run about 2.4x faster, with the same
-    best accuracies, see docs/batched-trials.md), else None. float64 runs and CUDA get None: on a GPU
-    these small matmuls are launch-bound, and bf16 would add conversion kernels.
+    best accuracies, see docs/batched-trials.md), else None. float64 runs and CUDA get None: on a
+    GPU, ``auto`` means float32 matmuls in TF32 instead (:func:`uses_tf32`), which need no
+    conversion kernels. An explicit bfloat16 on CUDA takes the trainer's CUDA path (bf16 copy
+    of the data, float32 accumulation in cuBLAS).
     """
     name = model_cfg.matmul_dtype
     if name == "auto":
@@ -72,10 +75,48 @@ def matmul_dtype(model_cfg: DictConfig, device: torch.device) -> Optional[torch.
     return getattr(torch, name) if name else None
 
 
+def uses_tf32(model_cfg: DictConfig, device: torch.device) -> bool:
+    """model.matmul_dtype=auto with float32 weights on CUDA: float32 matmuls run in TF32."""
+    return model_cfg.matmul_dtype == "auto" and model_cfg.dtype == "float32" and torch.device(device).type == "cuda"
+
+
 def matmul_dtype_name(model_cfg: DictConfig, device: torch.device) -> Optional[str]:
-    """What model.matmul_dtype resolves to on ``device``, for the run's params."""
+    """What model.matmul_dtype resolves to on ``device``, for the run's params ('tf32' on CUDA)."""
+    if uses_tf32(model_cfg, device):
+        return "tf32"
     dtype = matmul_dtype(model_cfg, device)
     return str(dtype).removeprefix("torch.") if dtype is not None else None
+
+
+@contextlib.contextmanager
+def matmul_precision(model_cfg: DictConfig, device: torch.device) -> Iterator[None]:
+    """Inside: float32 CUDA matmuls in TF32 when :func:`uses_tf32`, else in full float32 (what
+    ``model.matmul_dtype=null`` promises); the previous setting is restored after. Not on CUDA: nothing.
+
+    A process-wide torch flag, set around the code that trains or scores (one device per launch).
+    """
+    if torch.device(device).type != "cuda":
+        yield
+        return
+    previous = _set_cuda_fp32_precision("tf32" if uses_tf32(model_cfg, device) else "ieee")
+    try:
+        yield
+    finally:
+        _set_cuda_fp32_precision(previous)
+
+
+def _set_cuda_fp32_precision(value: str) -> str:
+    """Set torch's float32 precision of CUDA matmuls ('tf32' | 'ieee' | 'none': inherit); returns
+    the previous one. torch >= 2.9 has ``fp32_precision`` (mixing it with allow_tf32 is an error)."""
+    matmul = torch.backends.cuda.matmul
+    try:
+        previous = matmul.fp32_precision
+    except AttributeError:  # older torch
+        previous = "tf32" if matmul.allow_tf32 else "ieee"
+        matmul.allow_tf32 = value == "tf32"
+        return previous
+    matmul.fp32_precision = value
+    return previous
 
 
 @functools.lru_cache(maxsize=None)

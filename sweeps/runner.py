@@ -23,7 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 
 import linear_models as lm
 
-from .data import load_features, matmul_dtype, matmul_dtype_name, resolve_device
+from .data import load_features, matmul_dtype, matmul_dtype_name, matmul_precision, resolve_device
 from .recording import record_trial
 from .ticker import TrainingTicker
 from .tracking import Tracker
@@ -126,11 +126,12 @@ def _run_group(specs: List[TrialSpec], device: torch.device, tracker: Optional[T
     gen = lm.make_generator(device, cfg.seed)
     W0 = lm.init_weights(data["X_train"].shape[1], len(data["class_names"]), like=data["X_train"],
                          scale=cfg.model.init_scale, generator=gen)
-    mm_dtype = matmul_dtype(cfg.model, device)  # scores use the training matmuls' precision too
+    # Scores use the training matmuls' precision too; on CUDA, auto is TF32 (matmul_precision).
+    mm_dtype = matmul_dtype(cfg.model, device)
     checks = _CheckPoints(specs, data, device, mm_dtype, report_intermediate, should_prune)
     start = time.perf_counter()
     label = f"training {K} trial{'s' if K > 1 else ''} ({', '.join(sorted({s.cfg.loss.name for s in specs}))})"
-    with TrainingTicker(label, max(checks.iters), lambda: checks.step):  # a line every 10 s off a terminal
+    with TrainingTicker(label, max(checks.iters), lambda: checks.step), matmul_precision(cfg.model, device):
         result = lm.train_linear_classifiers_batched(
             [s.cfg.loss.name for s in specs], data["X_train"], data["y_train"],
             [s.cfg.model.learning_rate for s in specs], [s.cfg.model.reg for s in specs], checks.iters,
@@ -141,7 +142,7 @@ def _run_group(specs: List[TrialSpec], device: torch.device, tracker: Optional[T
             callback=checks, optimizer=cfg.optimizer.name, momentum=[s.cfg.optimizer.momentum for s in specs],
             average_start=[s.cfg.optimizer.average_start for s in specs],
             flip=data["transform"].flip if cfg.augment.name == "flip" else None)
-    outcomes = _outcomes(specs, result, data, mm_dtype, checks)
+        outcomes = _outcomes(specs, result, data, mm_dtype, checks)  # scored in the training's precision
     for out in outcomes:  # amortized over the stack, the final accuracies on whole splits included
         out.seconds = (time.perf_counter() - start) / K
     for k, (spec, out) in enumerate(zip(specs, outcomes)):

@@ -41,3 +41,71 @@ def test_the_data_is_loaded_once_per_gpu(tmp_path):
     first = data.load_data(ds, "float32", torch.device("cuda"))
     assert data.load_data(ds, "float32", torch.device("cuda", index)) is first
     assert first["X_train"].device == torch.device("cuda", index)
+
+
+def _model(**kw):
+    return OmegaConf.create({"matmul_dtype": "auto", "dtype": "float32", **kw})
+
+
+def _cuda_fp32_precision() -> str:
+    return torch.backends.cuda.matmul.fp32_precision
+
+
+def test_auto_is_tf32_on_cuda_and_recorded_as_such():
+    cuda = torch.device("cuda", 0)  # a device name: no GPU needed to resolve the setting
+    assert data.matmul_dtype(_model(), cuda) is None  # float32 tensors: no conversion kernels
+    assert data.matmul_dtype_name(_model(), cuda) == "tf32"
+    assert data.matmul_dtype_name(_model(dtype="float64"), cuda) is None  # float64 stays exact
+    assert data.matmul_dtype_name(_model(matmul_dtype=None), cuda) is None
+    assert data.matmul_dtype_name(_model(matmul_dtype="bfloat16"), cuda) == "bfloat16"
+    assert not data.uses_tf32(_model(), torch.device("cpu"))
+
+
+@pytest.mark.parametrize("model,inside", [(_model(), "tf32"), (_model(matmul_dtype=None), "ieee"),
+                                          (_model(dtype="float64"), "ieee")])
+def test_matmul_precision_sets_cuda_tf32_and_restores_it(model, inside):
+    """torch's flag is settable without a GPU; the CPU leaves it alone."""
+    before = _cuda_fp32_precision()
+    with data.matmul_precision(model, torch.device("cuda", 0)):
+        assert _cuda_fp32_precision() == inside
+    assert _cuda_fp32_precision() == before
+    with data.matmul_precision(model, torch.device("cpu")):
+        assert _cuda_fp32_precision() == before
+
+
+@pytest.mark.parametrize("device", ["cpu"] + CUDA)
+@pytest.mark.parametrize("optimizer", ["sgd", "momentum"])
+def test_a_step_on_bf16_rows_equals_converting_them_in_the_step(device, optimizer):
+    """The CUDA trainer gathers minibatches from a bf16 copy of X: the step gives the same
+    update as converting a float32 batch itself (the CPU path)."""
+    from linear_models.optimizers import momentum_step_
+    from linear_models.sgd_step import _sgd_step_
+
+    g = torch.Generator().manual_seed(0)
+    X, y = torch.randn(64, 13, generator=g).to(device), torch.randint(5, (64,), generator=g).to(device)
+    W0 = 1e-2 * torch.randn(13, 3, 5, generator=g).to(device)
+    reg, lr = torch.full((3,), 1e-3, device=device), torch.full((3,), 1e-2, device=device)
+    runs = []
+    for rows in (X, X.bfloat16()):
+        W, alive = W0.clone(), torch.ones(3, dtype=torch.bool, device=device)
+        if optimizer == "sgd":
+            loss = _sgd_step_("svm", W, rows, y, reg, lr, alive, matmul_dtype=torch.bfloat16)
+        else:
+            loss = momentum_step_("svm", W, torch.zeros_like(W), rows, y, reg, lr, torch.full((3,), 0.9, device=device),
+                                  False, alive, matmul_dtype=torch.bfloat16)
+        runs.append((W, loss))
+    assert torch.equal(runs[0][0], runs[1][0]) and torch.equal(runs[0][1], runs[1][1])
+
+
+@needs_cuda
+def test_tf32_training_stays_close_to_full_float32():
+    import linear_models as lm
+    from test_train import blobs
+
+    X, y = (t.to(CUDA[0]) for t in blobs(N=400, D=24, C=5))
+    X = X.float()
+    runs = []
+    for model in (_model(matmul_dtype=None), _model()):
+        with data.matmul_precision(model, X.device):
+            runs.append(lm.train_linear_classifiers_batched("svm", X, y, [1e-2], [1e-4], [100], 64, seed=1).W)
+    assert ((runs[1] - runs[0]).norm() / runs[0].norm()).item() < 0.02
