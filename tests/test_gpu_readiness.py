@@ -109,3 +109,32 @@ def test_tf32_training_stays_close_to_full_float32():
         with data.matmul_precision(model, X.device):
             runs.append(lm.train_linear_classifiers_batched("svm", X, y, [1e-2], [1e-4], [100], 64, seed=1).W)
     assert ((runs[1] - runs[0]).norm() / runs[0].norm()).item() < 0.02
+
+
+def test_cuda_auto_batch_sizes_the_stack_from_free_memory():
+    from sweeps.engine.options import CUDA_MAX_AUTO_BATCH, cuda_auto_batch
+
+    # CIFAR-10 (D = 3073, C = 10), B = 200, 1500 iterations, float32, plain SGD: per trial
+    # 4 * 30730 + 4 * 2000 + 2 * 81920 + 6000 = 300,760 elements = 1,203,040 bytes.
+    per_trial = 1_203_040
+    assert cuda_auto_batch(100 * per_trial, 3073, 10, 200, "sgd") == 50  # half the free memory
+    assert cuda_auto_batch(100 * per_trial + 2 * per_trial - 1, 3073, 10, 200, "sgd") == 50
+    assert cuda_auto_batch(139 * 2 ** 30, 3073, 10, 200, "sgd") == CUDA_MAX_AUTO_BATCH  # an H200: capped
+    assert cuda_auto_batch(0, 3073, 10, 200, "sgd") == 1  # never below one trial
+    momentum = cuda_auto_batch(100 * per_trial, 3073, 10, 200, "momentum")
+    asgd = cuda_auto_batch(100 * per_trial, 3073, 10, 200, "asgd")
+    assert momentum < asgd < 50  # velocity + gradient buffer, or the averaged weights
+    assert cuda_auto_batch(100 * per_trial, 3073, 10, 200, "sgd", element_size=8) == 25  # float64
+    assert cuda_auto_batch(8 * 2 ** 30, 150_529, 100, 256, "sgd") == 17  # 224x224 images, 100 classes, 8 GiB free
+
+
+def test_the_auto_round_size_on_cuda():
+    from sweeps.engine.options import CUDA_AUTO_BATCH, SweeperOptions
+
+    random, tpe = SweeperOptions(sampler="random"), SweeperOptions(sampler="tpe")
+    assert random.batch_size_for("cuda", 5000, cuda_fit=700) == 700
+    assert random.batch_size_for("cuda", 100, cuda_fit=700) == 100
+    assert random.batch_size_for("cuda", 5000) == CUDA_AUTO_BATCH  # no memory reading given
+    assert random.batch_size_for("cpu", 5000, cuda_fit=700) == 64
+    assert tpe.batch_size_for("cuda", 100, cuda_fit=700) == 25  # learns from tells: about four rounds
+    assert SweeperOptions(sampler="random", batch_size=3).batch_size_for("cuda", 100, cuda_fit=700) == 3
