@@ -38,7 +38,8 @@ python3 -c "import torch; print('torch', torch.__version__, '| cuda', torch.vers
   [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] or 'no GPU')"
 
 echo "== device tests"
-timeout 120 python3 -m pytest -q tests/test_devices.py tests/test_batched.py -p no:cacheprovider 2>&1 | tail -n 3 \
+timeout 180 python3 -m pytest -q tests/test_devices.py tests/test_batched.py tests/test_gpu_readiness.py \
+  tests/test_gpu_workers.py -p no:cacheprovider 2>&1 | tail -n 3 \
   | tee "$OUT/tests.txt"
 
 echo "== trainer throughput ($DEVICE, K = $KS, $ITERS iterations)"

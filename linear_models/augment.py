@@ -4,7 +4,7 @@ A flip mirrors each image left-right. On the features the trainer sees it is a f
 ``x -> x[perm] * sign``: a column permutation for pixels (and for mean-subtracted, standardized
 or ZCA-whitened pixels fitted mirror-symmetrically), a sign per component for PCA (see
 linear_models.data.whitening). The trainer flips each training row with probability 1/2, drawn
-from its own seeded generator, so validation and test data are never flipped and the minibatch
+from its own seeded (CPU) generator, so validation and test data are never flipped and the minibatch
 indices are the same with and without flips.
 """
 from __future__ import annotations
@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from typing import Optional, Sequence
 
 import torch
+
+from .rng import random_coins
 
 __all__ = ["FeatureFlip", "pixel_flip_permutation"]
 
@@ -46,7 +48,11 @@ class FeatureFlip:
         flipped = X.index_select(-1, self.perm)
         return flipped.mul_(self.sign) if self.sign is not None else flipped
 
-    def randomly_(self, X: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        """X (..., D) with each row mirrored with probability 1/2 (coins from ``generator``)."""
-        coin = torch.rand(X.shape[:-1], device=X.device, generator=generator) < 0.5
+    def randomly_(self, X: torch.Tensor, generator: Optional[torch.Generator]) -> torch.Tensor:
+        """X (..., D) with each row mirrored with probability 1/2 (coins from ``generator``, drawn
+        on its device: the CPU for linear_models.make_generator, the same coins on every device)."""
+        return self.where(X, random_coins(X.shape[:-1], X.device, generator))
+
+    def where(self, X: torch.Tensor, coin: torch.Tensor) -> torch.Tensor:
+        """X (..., D) with the rows where ``coin`` (...) bool is True mirrored."""
         return torch.where(coin.unsqueeze(-1), self(X), X)

@@ -168,11 +168,12 @@ def _report(callback, active: ActiveTrials, alive: list, accuracies, step: int, 
             outcomes: TrialOutcomes) -> set:
     """Call ``callback(BatchedProgress)``; mark the trials it prunes; return their columns."""
     live = [(j, k) for j, k in enumerate(active.ids) if alive[j]]
+    last_loss = active.hist[step - 1].tolist()  # one read of the device for all trials
     progress = BatchedProgress(
         step=step,
         active=[k for _, k in live],
         val_acc={k: accuracies[j] for j, k in live} if accuracies is not None else {},
-        train_loss={k: float(active.hist[step - 1, j]) for j, k in live},
+        train_loss={k: last_loss[j] for j, k in live},
         weights=active.weights.index_select(1, torch.tensor([j for j, _ in live], device=active.W.device, dtype=torch.long)),
     )
     pruned = set()
@@ -181,6 +182,12 @@ def _report(callback, active: ActiveTrials, alive: list, accuracies, step: int, 
             outcomes.pruned(k, step)
             pruned.add(active.ids.index(k))
     return pruned
+
+
+def _losses_at(hist: torch.Tensor, steps: list) -> list:
+    """hist[steps[j], j] for each column j of hist (T, K_a) (steps -1: any value), in one read."""
+    rows = torch.tensor([max(t, 0) for t in steps], device=hist.device).view(1, -1)
+    return hist.gather(0, rows).squeeze(0).tolist()
 
 
 def _check_point(step: int, active: ActiveTrials, outcomes: TrialOutcomes, validation: Optional[Validation],
@@ -192,10 +199,11 @@ def _check_point(step: int, active: ActiveTrials, outcomes: TrialOutcomes, valid
     """
     alive, first_bad = active.alive.tolist(), active.first_bad.tolist()
     predictions, accuracies = validation.score(active.weights) if validation else (None, None)
+    bad_loss = _losses_at(active.hist, first_bad) if not all(alive) else None
     leaving = set()
     for j, k in enumerate(active.ids):
         if not alive[j]:
-            outcomes.diverged(k, first_bad[j], float(active.hist[first_bad[j], j]))
+            outcomes.diverged(k, first_bad[j], bad_loss[j])
             leaving.add(j)
         elif iters[k] <= step:
             leaving.add(j)

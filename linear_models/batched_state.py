@@ -14,6 +14,7 @@ import torch
 
 from .augment import FeatureFlip
 from .optimizers import MOMENTUM_OPTIMIZERS, momentum_step_
+from .rng import random_coins, random_indices
 from .scoring import batched_predict
 from .sgd_step import _sgd_step_, _step_workspace
 
@@ -23,6 +24,7 @@ COMPLETED, DIVERGED, PRUNED = "completed", "diverged", "pruned"
 # Deferred weight decay (see sgd_step._sgd_step_): fold the per-trial scale into W before any
 # trial's scale could leave [2**-20, 2**20], so W / scale can neither under- nor overflow.
 _SCALE_RANGE = (2.0 ** -20, 2.0 ** 20)
+_DRAW_BLOCK = 1 << 18  # minibatch indices drawn at once (2 MiB): a block of steps, one copy to the device
 
 
 def loss_segments(losses: Sequence[str]):
@@ -181,46 +183,63 @@ class Stepper:
 
     measured[t]: step t computes the full loss (with the L2 term), see ``loss_every``.
     flip: mirror each minibatch row with probability 1/2 (coins from ``flip_generator``).
+    Indices and coins come from the (CPU) generators a block of steps at a time: the same
+    numbers as one draw per step, on every device.
     """
 
     def __init__(self, X: torch.Tensor, y: torch.Tensor, batch_size: int, shared_batches: bool,
                  generator, matmul_dtype, fold_plan: FoldPlan, measured: list, num_classes: int, K: int,
                  flip: Optional[FeatureFlip] = None, flip_generator=None):
         self.X, self.y, self.batch_size, self.shared = X, y, batch_size, shared_batches
+        # CUDA with low-precision matmuls: minibatches are gathered from one bf16 copy of X (half
+        # the bytes, no conversion kernel per step); the CPU path converts each batch (as tuned there).
+        self.X_rows = X.to(matmul_dtype) if X.device.type == "cuda" and matmul_dtype not in (None, X.dtype) else X
         self.generator, self.matmul_dtype = generator, matmul_dtype
         self.fold_plan, self.measured = fold_plan, measured
         self.flip, self.flip_generator = flip, flip_generator
         self.work = _step_workspace(K, num_classes, X)  # scratch for the regularization loss
         self.grad = None  # the momentum step's gradient buffer, reused while K_active is unchanged
 
-    def _batch(self, num_active: int):
+    def _draws(self, steps: int, num_active: int):
+        """Minibatch indices (steps, B) shared, or (steps, K_a, B) per trial, and flip coins of the
+        same shape (or None), for a block of steps, on X's device (see linear_models.rng)."""
+        shape = (steps, self.batch_size) if self.shared else (steps, num_active, self.batch_size)
+        idx = random_indices(self.X.shape[0], shape, self.X.device, self.generator)
+        coins = random_coins(shape, self.X.device, self.flip_generator) if self.flip is not None else None
+        return idx, coins
+
+    def _batch(self, idx: torch.Tensor, coin: Optional[torch.Tensor]):
         """X_batch (B, D), y_batch (B,) shared by all trials, or (K_a, B, D), (K_a, B) per trial."""
-        X, y, num_train = self.X, self.y, self.X.shape[0]
-        if self.shared:
-            idx = torch.randint(num_train, (self.batch_size,), device=X.device, generator=self.generator)
+        X, y = self.X_rows, self.y
+        if idx.dim() == 1:
             X_batch, y_batch = X.index_select(0, idx), y.index_select(0, idx)  # faster than X[idx]
         else:
-            idx = torch.randint(num_train, (num_active, self.batch_size), device=X.device, generator=self.generator)
             X_batch, y_batch = X.index_select(0, idx.view(-1)).view(*idx.shape, X.shape[1]), y[idx]
-        if self.flip is not None:
-            X_batch = self.flip.randomly_(X_batch, self.flip_generator)
+        if coin is not None:
+            X_batch = self.flip.where(X_batch, coin)
         return X_batch, y_batch
 
     def run(self, active: ActiveTrials, start: int, stop: int) -> None:
         """Steps start..stop-1; W <- W - lr * dW for live trials, a diverged one keeps its weights."""
-        for t in range(start, stop):
-            X_batch, y_batch = self._batch(len(active.ids))
-            if active.V is not None:
-                active.hist[t] = self._momentum_step(active, t, X_batch, y_batch)
-            else:
-                fold = self.fold_plan.fold_at(t, last=t == stop - 1) if active.scale is not None else True
-                active.hist[t] = _sgd_step_(active.heads, active.W, X_batch, y_batch, active.reg, active.lr[t],
-                                            active.alive, scale=active.scale, fold=fold,
-                                            matmul_dtype=self.matmul_dtype, work=self.work,
-                                            with_reg_loss=self.measured[t])
-            if active.A is not None:
-                active.A.lerp_(active.W, active.avg_weight[t].view(1, -1, 1))
-            active.first_bad.masked_fill_(~active.alive & (active.first_bad < 0), t)
+        per_step = self.batch_size * (1 if self.shared else len(active.ids))
+        block = max(1, _DRAW_BLOCK // per_step)
+        for first in range(start, stop, block):  # the same draws as one per step, in fewer copies
+            idx, coins = self._draws(min(block, stop - first), len(active.ids))
+            for i, t in enumerate(range(first, first + idx.shape[0])):
+                self._step(active, t, stop, *self._batch(idx[i], coins[i] if coins is not None else None))
+
+    def _step(self, active: ActiveTrials, t: int, stop: int, X_batch, y_batch) -> None:
+        if active.V is not None:
+            active.hist[t] = self._momentum_step(active, t, X_batch, y_batch)
+        else:
+            fold = self.fold_plan.fold_at(t, last=t == stop - 1) if active.scale is not None else True
+            active.hist[t] = _sgd_step_(active.heads, active.W, X_batch, y_batch, active.reg, active.lr[t],
+                                        active.alive, scale=active.scale, fold=fold,
+                                        matmul_dtype=self.matmul_dtype, work=self.work,
+                                        with_reg_loss=self.measured[t])
+        if active.A is not None:
+            active.A.lerp_(active.W, active.avg_weight[t].view(1, -1, 1))
+        active.first_bad.masked_fill_(~active.alive & (active.first_bad < 0), t)
 
     def _momentum_step(self, active: ActiveTrials, t: int, X_batch, y_batch) -> torch.Tensor:
         D, K, C = active.W.shape

@@ -18,7 +18,7 @@ import torch
 
 from ._validation import check_int
 from .losses import _weight_grad
-from .sgd_step import _step_head, _step_scores, _sum_squares, _true_class
+from .sgd_step import _low_precision_xt_g, _step_head, _step_scores, _sum_squares, _true_class
 
 __all__ = ["OPTIMIZERS", "MOMENTUM_OPTIMIZERS", "check_optimizer", "momentum_step_", "average_weight_table"]
 
@@ -61,7 +61,7 @@ def _data_gradient(X: torch.Tensor, X_mm: torch.Tensor, grad_scores: torch.Tenso
     if X.dim() == 2 and matmul_dtype is None:
         return torch.mm(X.t(), grad_scores, out=out)
     if X.dim() == 2:
-        return (X_mm.t().contiguous() @ grad_scores.to(matmul_dtype)).to(grad_scores.dtype)
+        return _low_precision_xt_g(X_mm, grad_scores.to(matmul_dtype)).to(grad_scores.dtype)
     K = X.shape[0]
     grad = _weight_grad(X_mm, grad_scores.view(N, K, KC // K).to(X_mm.dtype), None)
     return grad.reshape(X.shape[2], KC).to(grad_scores.dtype)

@@ -99,10 +99,11 @@ def _step_workspace(K: int, C: int, like: torch.Tensor) -> torch.Tensor:
 def _step_scores(X: torch.Tensor, W: torch.Tensor, matmul_dtype):
     """(X_mm, scores, matmul_dtype): scores (N, K, C) in W's dtype of X (N, D) or (K, N, D).
 
-    X_mm is X in the matmul dtype (reused by the update); matmul_dtype comes back None when
-    it is X's own dtype, so the update takes the full-precision path.
+    X_mm is X in the matmul dtype (reused by the update; X may come in it already: the CUDA
+    trainer gathers its minibatches from a bf16 copy of the data); matmul_dtype comes back None
+    when it is W's own dtype, so the update takes the full-precision path.
     """
-    if matmul_dtype is not None and matmul_dtype != X.dtype:
+    if matmul_dtype is not None and matmul_dtype != W.dtype:
         X_mm, W_mm = X.to(matmul_dtype), W.to(matmul_dtype)
     else:
         X_mm, W_mm, matmul_dtype = X, W, None
@@ -139,6 +140,17 @@ def _decay_weights_(W2: torch.Tensor, rate: torch.Tensor, reg: torch.Tensor, sca
     return rate / (N * scale)
 
 
+def _low_precision_xt_g(X_mm: torch.Tensor, grad_scores: torch.Tensor) -> torch.Tensor:
+    """X_mm^T @ grad_scores (D, K*C) for X_mm (N, D), grad_scores (N, K*C), both in the matmul dtype.
+
+    Low-precision CPU matmuls take a transposed operand slowly: the batch is transposed first.
+    cuBLAS reads a transposed operand at full speed (and accumulates bf16 products in float32).
+    """
+    if X_mm.device.type == "cpu":
+        return X_mm.t().contiguous() @ grad_scores
+    return X_mm.t() @ grad_scores
+
+
 def _subtract_update_(W: torch.Tensor, X: torch.Tensor, X_mm: torch.Tensor, grad_scores: torch.Tensor,
                       matmul_dtype) -> None:
     """W (D, K, C) -= X^T @ grad_scores, grad_scores (N, K*C) already scaled by the step size."""
@@ -147,8 +159,7 @@ def _subtract_update_(W: torch.Tensor, X: torch.Tensor, X_mm: torch.Tensor, grad
     if X.dim() == 2 and matmul_dtype is None:
         W2.addmm_(X.t(), grad_scores, alpha=-1.0)  # accumulate in the GEMM
     elif X.dim() == 2:
-        # Low-precision CPU matmuls take a transposed operand slowly: transpose the batch first.
-        W2.sub_(X_mm.t().contiguous() @ grad_scores.to(matmul_dtype))
+        W2.sub_(_low_precision_xt_g(X_mm, grad_scores.to(matmul_dtype)))
     else:
         N = grad_scores.shape[0]
         W.sub_(_weight_grad(X_mm, grad_scores.view(N, K, C).to(X_mm.dtype), None))

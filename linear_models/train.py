@@ -11,6 +11,7 @@ from typing import Callable, Optional
 import torch
 
 from ._validation import check_choice, check_int, check_nonnegative, check_positive, check_weights_data
+from .rng import _draw_device, make_generator, random_indices, to_device
 
 __all__ = [
     "TrainingDivergedError",
@@ -37,31 +38,25 @@ class TrainingDivergedError(FloatingPointError):
         super().__init__(f"training diverged: loss is {loss} at iteration {iteration}{hint}")
 
 
-def make_generator(device, seed: Optional[int]) -> Optional[torch.Generator]:
-    """A torch.Generator on ``device`` seeded with ``seed`` (None -> global RNG)."""
-    if seed is None:
-        return None
-    gen = torch.Generator(device=torch.device(device))
-    gen.manual_seed(int(seed))
-    return gen
-
-
 def sample_batch(X: torch.Tensor, y: torch.Tensor, num_train: int, batch_size: int,
                  generator: Optional[torch.Generator] = None):
     """Sample ``batch_size`` examples with replacement.
 
     Args: X (N, D), y (N,), num_train = N, batch_size B.
-    Returns: X_batch (B, D), y_batch (B,) on X's device.
+    Returns: X_batch (B, D), y_batch (B,) on X's device. The indices are drawn on the generator's
+    device (the CPU for linear_models.make_generator), so a seed gives the same batches everywhere.
     """
-    idx = torch.randint(num_train, (batch_size,), device=X.device, generator=generator)
+    idx = random_indices(num_train, (batch_size,), X.device, generator)
     return X.index_select(0, idx), y.index_select(0, idx)  # same as X[idx], about 3x faster on CPU
 
 
 def init_weights(dim: int, num_classes: int, *, like: torch.Tensor, scale: float = 1e-6,
                  generator: Optional[torch.Generator] = None, num_trials: Optional[int] = None):
-    """``scale * randn`` weights, (D, C) or (D, K, C) when ``num_trials`` = K, on like's device/dtype."""
+    """``scale * randn`` weights, (D, C) or (D, K, C) when ``num_trials`` = K, on like's device/dtype
+    (drawn on the generator's device, see linear_models.rng)."""
     shape = (dim, num_classes) if num_trials is None else (dim, num_trials, num_classes)
-    return scale * torch.randn(shape, device=like.device, dtype=like.dtype, generator=generator)
+    return to_device(scale * torch.randn(shape, device=_draw_device(generator), dtype=like.dtype,
+                                         generator=generator), like.device)
 
 
 def lr_schedule_factors(schedule: str, num_iters: int, *, step_every: Optional[int] = None,

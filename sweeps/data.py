@@ -1,12 +1,13 @@
 """Dataset loading for the sweep: composed config -> preprocessed tensors, once per process."""
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import threading
 import urllib.error
 from collections import OrderedDict
-from typing import Dict, NamedTuple, Optional, Sequence, Tuple
+from typing import Dict, Iterator, NamedTuple, Optional, Sequence, Tuple
 
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -17,7 +18,7 @@ _CACHE: Dict[Tuple, dict] = {}
 _FEATURES: "OrderedDict[Tuple, dict]" = OrderedDict()  # transformed variants, least recently used first
 _EIGEN: Dict[Tuple, object] = {}  # (data key, mirror) -> linear_models.data.Eigen, reused across epsilons
 MAX_FEATURE_VARIANTS = 4  # per process: each holds a full copy of the splits
-_LOCK = threading.Lock()  # one loader at a time when several devices train in threads
+_LOCK = threading.Lock()  # one loader at a time: the prefetch thread and the study's first load
 
 
 class DatasetUnavailable(RuntimeError):
@@ -29,10 +30,28 @@ OFFLINE_HINT = ("offline, pass a local copy: dataset.root=PATH (a cifar-10-batch
 
 
 def resolve_device(kind: str) -> torch.device:
-    """auto -> cuda when available, else cpu."""
+    """auto -> cuda when available, else cpu; cuda -> the concrete cuda:N (the current device)."""
     if kind == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(kind)
+        kind = "cuda" if torch.cuda.is_available() else "cpu"
+    return concrete_device(kind)
+
+
+def concrete_device(device, current_index: Optional[int] = None) -> torch.device:
+    """``device`` with its index: 'cuda' -> cuda:N, N = ``current_index`` or torch's current device.
+
+    'cuda' and 'cuda:0' name the same GPU; as data-cache keys they must be equal, or the data
+    would be loaded on it twice.
+    """
+    device = torch.device(device)
+    if device.type != "cuda" or device.index is not None:
+        return device
+    return torch.device("cuda", torch.cuda.current_device() if current_index is None else current_index)
+
+
+def data_cache_key(dataset_cfg: DictConfig, dtype: str, device, current_index: Optional[int] = None) -> Tuple:
+    """The key of load_data's cache: what the loaded splits depend on (the device made concrete,
+    see :func:`concrete_device`)."""
+    return dataset_key(dataset_cfg), dtype, str(concrete_device(device, current_index))
 
 
 def _dtype(name: str) -> torch.dtype:
@@ -44,8 +63,10 @@ def matmul_dtype(model_cfg: DictConfig, device: torch.device) -> Optional[torch.
 
     ``auto`` picks bfloat16 where the hardware multiplies it natively and float32 weights are
     trained (CPUs with AVX512-BF16 or AMX: the two matmuls run about 2.4x faster, with the same
-    best accuracies, see docs/batched-trials.md), else None. float64 runs and CUDA get None: on a GPU
-    these small matmuls are launch-bound, and bf16 would add conversion kernels.
+    best accuracies, see docs/batched-trials.md), else None. float64 runs and CUDA get None: on a
+    GPU, ``auto`` means float32 matmuls in TF32 instead (:func:`uses_tf32`), which need no
+    conversion kernels. An explicit bfloat16 on CUDA takes the trainer's CUDA path (bf16 copy
+    of the data, float32 accumulation in cuBLAS).
     """
     name = model_cfg.matmul_dtype
     if name == "auto":
@@ -54,10 +75,48 @@ def matmul_dtype(model_cfg: DictConfig, device: torch.device) -> Optional[torch.
     return getattr(torch, name) if name else None
 
 
+def uses_tf32(model_cfg: DictConfig, device: torch.device) -> bool:
+    """model.matmul_dtype=auto with float32 weights on CUDA: float32 matmuls run in TF32."""
+    return model_cfg.matmul_dtype == "auto" and model_cfg.dtype == "float32" and torch.device(device).type == "cuda"
+
+
 def matmul_dtype_name(model_cfg: DictConfig, device: torch.device) -> Optional[str]:
-    """What model.matmul_dtype resolves to on ``device``, for the run's params."""
+    """What model.matmul_dtype resolves to on ``device``, for the run's params ('tf32' on CUDA)."""
+    if uses_tf32(model_cfg, device):
+        return "tf32"
     dtype = matmul_dtype(model_cfg, device)
     return str(dtype).removeprefix("torch.") if dtype is not None else None
+
+
+@contextlib.contextmanager
+def matmul_precision(model_cfg: DictConfig, device: torch.device) -> Iterator[None]:
+    """Inside: float32 CUDA matmuls in TF32 when :func:`uses_tf32`, else in full float32 (what
+    ``model.matmul_dtype=null`` promises); the previous setting is restored after. Not on CUDA: nothing.
+
+    A process-wide torch flag, set around the code that trains or scores (one device per launch).
+    """
+    if torch.device(device).type != "cuda":
+        yield
+        return
+    previous = _set_cuda_fp32_precision("tf32" if uses_tf32(model_cfg, device) else "ieee")
+    try:
+        yield
+    finally:
+        _set_cuda_fp32_precision(previous)
+
+
+def _set_cuda_fp32_precision(value: str) -> str:
+    """Set torch's float32 precision of CUDA matmuls ('tf32' | 'ieee' | 'none': inherit); returns
+    the previous one. torch >= 2.9 has ``fp32_precision`` (mixing it with allow_tf32 is an error)."""
+    matmul = torch.backends.cuda.matmul
+    try:
+        previous = matmul.fp32_precision
+    except AttributeError:  # older torch
+        previous = "tf32" if matmul.allow_tf32 else "ieee"
+        matmul.allow_tf32 = value == "tf32"
+        return previous
+    matmul.fp32_precision = value
+    return previous
 
 
 @functools.lru_cache(maxsize=None)
@@ -148,7 +207,8 @@ def load_data(dataset_cfg: DictConfig, dtype: str, device: torch.device,
               features: FeatureSpec = FeatureSpec()) -> dict:
     """Preprocessed splits (see linear_models.data.preprocess), cached per (dataset, dtype, device),
     transformed as ``features`` says (fitted on the training split; the dict's ``transform``)."""
-    key = (dataset_key(dataset_cfg), dtype, str(device))
+    device = concrete_device(device)
+    key = data_cache_key(dataset_cfg, dtype, device)
     with _LOCK:
         data = _load_locked(key, dataset_cfg, dtype, device)
         return _features_locked(key, data, dataset_cfg, features)

@@ -24,7 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 
 import linear_models as lm
 
-from .data import load_features, matmul_dtype, matmul_dtype_name, resolve_device
+from .data import load_features, matmul_dtype, matmul_dtype_name, matmul_precision, resolve_device
 from .recording import TrialRecording, record_trials
 from .ticker import TrainingTicker
 from .tracking import Tracker
@@ -79,13 +79,15 @@ def training_option_params(cfg: DictConfig) -> Dict[str, Any]:
 
 def run_trials(specs: Sequence[TrialSpec], tracker: Optional[Tracker], *, report_intermediate: bool = False,
                should_prune: Optional[Callable[[Any], bool]] = None,
-               devices: Optional[Sequence[torch.device]] = None, executor=None,
+               device: Optional[torch.device] = None, executor=None,
                diagnostic_plots: Optional[bool] = True) -> List[TrialOutcome]:
     """Train ``specs`` (grouped into stacked models) and log each to its MLflow run.
 
     The MLflow runs stay RUNNING: the caller ends them once Optuna has been told, so both
     stores agree. ``should_prune(optuna_trial)`` is asked at each validation check.
-    ``devices``: where to train (default: from each config; every GPU of a multi-GPU machine).
+    ``device``: where every group trains (default: each config's ``device.type``, resolved).
+    One launch trains on one device; several GPUs take one worker process each
+    (docker/gpu-workers.sh): threads of one process would share the GIL of a dispatch-bound step.
     ``executor``: record trials there (e.g. a background thread) instead of before returning;
     each outcome's ``recorded`` future then tells when (and whether) its recording is done.
     ``diagnostic_plots``: draw each run's loss-curve and confusion images (with
@@ -96,47 +98,20 @@ def run_trials(specs: Sequence[TrialSpec], tracker: Optional[Tracker], *, report
     groups: Dict[str, List[int]] = {}
     for i, spec in enumerate(specs):
         groups.setdefault(group_key(spec.cfg), []).append(i)
-    # Several GPUs: each group is split into one stacked model per device, trained side by side.
-    jobs = []
+    outcomes: List[Optional[TrialOutcome]] = [None] * len(specs)
     for indices in groups.values():
         indices.sort(key=lambda i: specs[i].cfg.loss.name)  # one loss head per loss (stable sort)
-        devs = list(devices) if devices else available_devices(specs[indices[0]].cfg.device.type)
-        n = min(len(devs), len(indices))
-        jobs += [(indices[j::n], devs[j]) for j in range(n)]
-    outcomes: List[Optional[TrialOutcome]] = [None] * len(specs)
-
-    def run(job):
-        indices, device = job
         members = [specs[i] for i in indices]
+        dev = device if device is not None else resolve_device(members[0].cfg.device.type)
         try:
-            results = _run_group(members, device, tracker, report_intermediate, should_prune, executor,
+            results = _run_group(members, dev, tracker, report_intermediate, should_prune, executor,
                                  diagnostic_plots)
         except Exception as e:  # a broken group fails its trials, not the sweep
             log.exception("trials %s failed", [s.number for s in members])
             results = [TrialOutcome(s.number, ERROR, message=f"error: {type(e).__name__}: {e}") for s in members]
         for i, r in zip(indices, results):
             outcomes[i] = r
-
-    by_device: Dict[str, list] = {}
-    for job in jobs:
-        by_device.setdefault(str(job[1]), []).append(job)
-    if len(by_device) <= 1:
-        for job in jobs:
-            run(job)
-    else:
-        from concurrent.futures import ThreadPoolExecutor
-
-        with ThreadPoolExecutor(len(by_device)) as pool:  # torch releases the GIL in its kernels
-            list(pool.map(lambda device_jobs: [run(j) for j in device_jobs], by_device.values()))
     return outcomes  # type: ignore[return-value]
-
-
-def available_devices(kind: str) -> List[torch.device]:
-    """Every GPU for cuda/auto on a multi-GPU machine, else the one resolved device."""
-    device = resolve_device(kind)
-    if device.type == "cuda" and device.index is None and torch.cuda.device_count() > 1:
-        return [torch.device("cuda", i) for i in range(torch.cuda.device_count())]
-    return [device]
 
 
 def _run_group(specs: List[TrialSpec], device: torch.device, tracker: Optional[Tracker], report_intermediate: bool,
@@ -152,11 +127,12 @@ def _run_group(specs: List[TrialSpec], device: torch.device, tracker: Optional[T
     gen = lm.make_generator(device, cfg.seed)
     W0 = lm.init_weights(data["X_train"].shape[1], len(data["class_names"]), like=data["X_train"],
                          scale=cfg.model.init_scale, generator=gen)
-    mm_dtype = matmul_dtype(cfg.model, device)  # scores use the training matmuls' precision too
+    # Scores use the training matmuls' precision too; on CUDA, auto is TF32 (matmul_precision).
+    mm_dtype = matmul_dtype(cfg.model, device)
     checks = _CheckPoints(specs, data, device, mm_dtype, report_intermediate, should_prune)
     start = time.perf_counter()
     label = f"training {K} trial{'s' if K > 1 else ''} ({', '.join(sorted({s.cfg.loss.name for s in specs}))})"
-    with TrainingTicker(label, max(checks.iters), lambda: checks.step):  # a line every 10 s off a terminal
+    with TrainingTicker(label, max(checks.iters), lambda: checks.step), matmul_precision(cfg.model, device):
         result = lm.train_linear_classifiers_batched(
             [s.cfg.loss.name for s in specs], data["X_train"], data["y_train"],
             [s.cfg.model.learning_rate for s in specs], [s.cfg.model.reg for s in specs], checks.iters,
@@ -167,7 +143,7 @@ def _run_group(specs: List[TrialSpec], device: torch.device, tracker: Optional[T
             callback=checks, optimizer=cfg.optimizer.name, momentum=[s.cfg.optimizer.momentum for s in specs],
             average_start=[s.cfg.optimizer.average_start for s in specs],
             flip=data["transform"].flip if cfg.augment.name == "flip" else None)
-    outcomes = _outcomes(specs, result, data, mm_dtype, checks)
+        outcomes = _outcomes(specs, result, data, mm_dtype, checks)  # scored in the training's precision
     for out in outcomes:  # amortized over the stack, the final accuracies on whole splits included
         out.seconds = (time.perf_counter() - start) / K
     if tracker is not None:
@@ -231,7 +207,7 @@ def _outcomes(specs: List[TrialSpec], result, data: dict, mm_dtype, checks: _Che
     val_pred = result.val_predictions.cpu().numpy() if result.val_predictions is not None else None  # (K, N_val)
     final_test = (lm.batched_accuracy(W_all, data["X_test"], data["y_test"], matmul_dtype=mm_dtype).tolist()
                   if cfg.tracking.test_eval == "all" else None)
-    loss_history = result.loss_history.cpu()
+    loss_history, W_host = result.loss_history.cpu(), result.W.detach().cpu()  # one copy each, not one per trial
     outcomes = []
     for k, spec in enumerate(specs):
         status = {"completed": COMPLETED, "pruned": PRUNED, "diverged": DIVERGED}[result.status[k]]
@@ -242,7 +218,7 @@ def _outcomes(specs: List[TrialSpec], result, data: dict, mm_dtype, checks: _Che
             val_acc=checks.val_hist[k].get(iters_run, float("nan")) if ok else float("nan"),
             train_acc=final_train[k] if ok else float("nan"),
             test_acc=final_test[k] if (final_test and status == COMPLETED) else None,
-            weights=result.W[k].detach().cpu().clone(),  # its own storage, not a view of the stack
+            weights=W_host[k].clone(),  # its own storage, not a view of the stack
             val_history=dict(checks.val_hist[k]),
             loss_curve=_loss_curve(loss_history[:iters_run, k], cfg.tracking.loss_every),
             val_predictions=val_pred[k] if (val_pred is not None and ok) else None)

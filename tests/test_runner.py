@@ -43,7 +43,7 @@ def test_group_key_ignores_only_batchable_keys(base_cfg):
     assert group_key(d) != group_key(e) and group_key(d) != group_key(a)
 
 
-def test_results_do_not_depend_on_batch_mates_or_devices(base_cfg):
+def test_results_do_not_depend_on_batch_mates_or_the_device_argument(base_cfg):
     specs = [spec(base_cfg, i, learning_rate=lr, reg=reg) for i, (lr, reg) in
              enumerate([(1e-3, 1e-4), (1e-2, 1e-3), (1e-1, 1e-2), (3e-2, 0.0)])]
     softmax = base_cfg.copy()
@@ -51,8 +51,8 @@ def test_results_do_not_depend_on_batch_mates_or_devices(base_cfg):
     specs.append(TrialSpec(cfg=softmax, number=4))
     together = run_trials(specs, None)
     alone = [run_trials([s], None)[0] for s in specs]
-    two_devices = run_trials(specs, None, devices=[torch.device("cpu"), torch.device("cpu")])
-    for t, a, d in zip(together, alone, two_devices):
+    explicit = run_trials(specs, None, device=torch.device("cpu"))  # as each config's device.type says
+    for t, a, d in zip(together, alone, explicit):
         assert t.status == a.status == d.status == COMPLETED
         assert t.val_acc == pytest.approx(a.val_acc, abs=1e-12) == pytest.approx(d.val_acc, abs=1e-12)
         assert torch.allclose(t.weights, a.weights, rtol=1e-10, atol=1e-14)

@@ -73,7 +73,7 @@ def reseed_family(summary: FamilySummary, base, seeds: Sequence[int], tracker=No
         specs.append(TrialSpec(cfg=cfg, number=i, run_id=run_id))
     log.info("reseeding %s: %d seeds of run %s on %s", summary.family, len(specs), best["run_id"], dev)
     try:
-        outcomes = run_trials(specs, tracker)  # leaves the runs RUNNING
+        outcomes = run_trials(specs, tracker, device=dev)  # one device for all seeds; leaves the runs RUNNING
     except BaseException:
         if tracker is not None:
             for spec in specs:

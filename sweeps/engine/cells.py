@@ -86,6 +86,27 @@ def check_fits_data(cell: Cell, n_train: int) -> None:
         check_batch_size(cell.base, n_train, int(max(_corners(dist))))
 
 
+def cuda_fit(cell: Cell, device) -> int:
+    """How many of the cell's trials one stack may hold on the GPU ``device`` (options.cuda_auto_batch),
+    from its free memory now (the data loaded) and the cell's largest batch, iterations and optimizer."""
+    import torch
+
+    from ..data import load_data
+    from .options import cuda_auto_batch
+
+    m, space = cell.base.model, cell.plan.search_space
+    data = load_data(cell.base.dataset, m.dtype, device)
+
+    def largest(key: str, value):
+        return int(max(_corners(space[key]))) if key in space else int(value)
+
+    optimizer = "momentum" if "optimizer.name" in space or "optimizer" in space else cell.base.optimizer.name
+    free, _ = torch.cuda.mem_get_info(device)
+    return cuda_auto_batch(free, data["X_train"].shape[1], len(data["class_names"]),
+                           largest("model.batch_size", m.batch_size), optimizer,
+                           num_iters=largest("model.num_iters", m.num_iters), element_size=data["X_train"].element_size())
+
+
 def _corners(dist) -> List[Any]:
     if getattr(dist, "choices", None):  # an Optuna distribution or a ParamSpec
         return list(dist.choices)

@@ -8,7 +8,25 @@ from typing import Any, Dict, Optional
 from ..config import ConfigError, did_you_mean
 from ..sampler_names import MODEL_BASED_SAMPLERS, PRUNERS, SAMPLERS
 
-CPU_AUTO_BATCH, CUDA_AUTO_BATCH = 64, 256
+CPU_AUTO_BATCH, CUDA_AUTO_BATCH = 64, 256  # CUDA: without a memory reading (cuda_auto_batch)
+CUDA_MAX_AUTO_BATCH = 1024  # wider stacks gain little: the step's GEMMs are already wide at K*C = 10k columns
+
+
+def cuda_auto_batch(free_bytes: int, dim: int, classes: int, batch: int, optimizer: str, *, num_iters: int = 1500,
+                    element_size: int = 4, score_rows: int = 8192, headroom: float = 0.5,
+                    cap: int = CUDA_MAX_AUTO_BATCH) -> int:
+    """How many stacked trials fit in ``headroom`` of ``free_bytes`` of GPU memory, in [1, cap].
+
+    Per trial (elements of ``element_size`` bytes): W (D, C), its final copy, the check point's
+    copy and the copy that drops finished trials; a velocity (momentum, nesterov) and its gradient
+    buffer, or the averaged weights (asgd); the minibatch scores and their gradient (B, C) and
+    temporaries (x2); the scores of a chunk of ``score_rows`` validation rows (and the train
+    subset); the learning-rate, loss and averaging tables (num_iters each).
+    """
+    dc = dim * classes
+    weights = 4 + {"momentum": 2, "nesterov": 2, "asgd": 1}.get(optimizer, 0)
+    elements = weights * dc + 4 * batch * classes + 2 * score_rows * classes + 4 * num_iters
+    return max(1, min(cap, int(headroom * free_bytes) // (elements * element_size)))
 
 
 class SweepError(RuntimeError):
@@ -86,13 +104,16 @@ class SweeperOptions:
     def model_based(self) -> bool:
         return self.sampler in MODEL_BASED_SAMPLERS
 
-    def batch_size_for(self, device_type: str, n_trials: int) -> int:
+    def batch_size_for(self, device_type: str, n_trials: int, cuda_fit: Optional[int] = None) -> int:
         """Trials asked per round: ``batch_size``, or auto: one stack for samplers that learn
-        nothing between trials, about four rounds per study for model-based ones."""
+        nothing between trials (on CUDA, ``cuda_fit``: what :func:`cuda_auto_batch` says fits),
+        about four rounds per study for model-based ones on every device (TPE and CMA-ES learn
+        from the trials told between rounds; a GPU's wider stacks would leave them fewer rounds)."""
         if self.batch_size is not None:
             return self.batch_size
         if not self.model_based:
-            return min(CUDA_AUTO_BATCH if device_type == "cuda" else CPU_AUTO_BATCH, n_trials)
+            cuda = cuda_fit if cuda_fit is not None else CUDA_AUTO_BATCH
+            return min(cuda if device_type == "cuda" else CPU_AUTO_BATCH, n_trials)
         return max(1, min(CPU_AUTO_BATCH, math.ceil(n_trials / 4)))
 
     def better(self, value: float, than: float) -> bool:

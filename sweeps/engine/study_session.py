@@ -29,7 +29,7 @@ from ..study import (RESEEDED_SAMPLERS, askable, best_value, counted_trials, gri
                      trial_seed)
 from ..tracking import TAG_OVERRIDES, TAG_PARENT, TAG_ROLE, TAG_STUDY, TAG_TRIAL_ID, TAG_TRIAL_NUMBER, TAG_TRIAL_STATE
 from . import faults
-from .cells import Cell, CellComposer, trial_run_name
+from .cells import Cell, CellComposer, cuda_fit, trial_run_name
 from .ledger import TrialEntry, TrialLedger, final_state_tags
 from .options import SweeperOptions, SweepError
 from .opening import OpenedStudy
@@ -57,7 +57,9 @@ class StudySession:
         if options.sampler == "grid":
             self.n_trials = min(self.n_trials, grid_size(cell.plan.search_space))
         self.seed = options.seed if options.seed is not None else int(cell.base.seed)
-        self.batch_size = options.batch_size_for(resolve_device(cell.base.device.type).type, self.n_trials)
+        device = resolve_device(cell.base.device.type)
+        fit = cuda_fit(cell, device) if device.type == "cuda" and options.batch_size is None else None
+        self.batch_size = options.batch_size_for(device.type, self.n_trials, fit)
         self.stats = LaunchStats()
         self.heartbeat = Heartbeat(self.storage, options.heartbeat_interval).start()
         self.ledger = TrialLedger(self.study, self.tracker, self.parent_id, self.heartbeat,
