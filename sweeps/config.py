@@ -220,6 +220,32 @@ def _validate_training_options(cfg: DictConfig) -> None:
 def validate_config(cfg: DictConfig) -> None:
     """Check values of a composed config; raise ConfigError naming parameter, rule and value."""
     check_known_keys(cfg)
+    check_values(cfg)
+    check_environment(cfg)
+
+
+# Sections whose values the environment checks read: a trial that changes none of them (the
+# usual lr x reg search) needs only :func:`check_values` once its cell passed them.
+ENVIRONMENT_SECTIONS = ("device", "dataset", "tracking")
+
+
+def check_environment(cfg: DictConfig) -> None:
+    """What a config needs of this machine: CUDA when asked for, the dataset root, a tracking URI."""
+    if cfg.device.type == "cuda":
+        import torch
+
+        _rule(torch.cuda.is_available(), "device.type", "'cpu' or 'auto' on a machine without CUDA", "cuda")
+    d = cfg.dataset
+    if d.name == "image_folder":
+        _rule(Path(str(d.root)).expanduser().exists(), "dataset.root",
+              "an existing image folder or .tar.gz (ROOT/train/<class>/*, ROOT/test/<class>/*)", d.root)
+    from .db_urls import tracking_uri
+
+    tracking_uri(str(cfg.tracking.uri))
+
+
+def check_values(cfg: DictConfig) -> None:
+    """The value rules of every section (lr > 0, known loss names, ...)."""
     m = cfg.model
     _rule(_is_num(m.learning_rate) and m.learning_rate > 0, "model.learning_rate", "> 0", m.learning_rate)
     _rule(_is_num(m.reg) and m.reg >= 0, "model.reg", ">= 0", m.reg)
@@ -234,19 +260,12 @@ def validate_config(cfg: DictConfig) -> None:
     _rule(cfg.loss.name in LOSSES, "loss.name", f"one of {list(LOSSES)}", cfg.loss.name)
     _validate_training_options(cfg)
     _rule(cfg.device.type in DEVICES, "device.type", f"one of {list(DEVICES)}", cfg.device.type)
-    if cfg.device.type == "cuda":
-        import torch
-
-        _rule(torch.cuda.is_available(), "device.type", "'cpu' or 'auto' on a machine without CUDA", "cuda")
     d = cfg.dataset
     _rule(d.name in DATASETS, "dataset.name", f"one of {list(DATASETS)}", d.name)
     _rule(_is_num(d.validation_ratio) and 0 <= d.validation_ratio < 1, "dataset.validation_ratio", "in [0, 1)", d.validation_ratio)
     for key in ("num_train", "num_val", "num_test"):
         v = d[key]
         _rule(v is None or v >= 1, f"dataset.{key}", "null or an integer >= 1", v)
-    if d.name == "image_folder":
-        _rule(Path(str(d.root)).expanduser().exists(), "dataset.root",
-              "an existing image folder or .tar.gz (ROOT/train/<class>/*, ROOT/test/<class>/*)", d.root)
     _rule(cfg.eval_every >= 1, "eval_every", "an integer >= 1", cfg.eval_every)
     _rule(cfg.metric in ("val_acc",), "metric", "'val_acc' (selection is by validation accuracy only)", cfg.metric)
     t = cfg.tracking
@@ -255,6 +274,3 @@ def validate_config(cfg: DictConfig) -> None:
           t.diagnostic_plots)
     _rule(t.test_eval in TEST_EVAL, "tracking.test_eval", f"one of {list(TEST_EVAL)}", t.test_eval)
     _rule(isinstance(t.experiment, str) and t.experiment.strip() != "", "tracking.experiment", "a non-empty name", t.experiment)
-    from .db_urls import tracking_uri
-
-    tracking_uri(str(t.uri))

@@ -165,18 +165,18 @@ def trials_with_runs(work: Path) -> int:
 
 
 def marker_env(folder: Path, train: float = 0.0, record: float = 0.0) -> dict:
-    """slow_env(train, record), and a marker file ``folder/recording`` written each time a trial's
+    """slow_env(train, record), and a marker file ``folder/recording`` written each time a batch's
     metrics are about to be logged (before the slow-down), so a test knows recording is under way."""
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "sitecustomize.py").write_text(
         "import runpy\n"
         f"runpy.run_path({str(HOOKS / 'sitecustomize.py')!r})\n"
         "import sweeps.tracking\n"
-        "_inner = sweeps.tracking.Tracker.log_series\n"
-        "def log_series(self, *args, **kwargs):\n"
+        "_inner = sweeps.tracking.Tracker.log_records\n"
+        "def log_records(self, *args, **kwargs):\n"
         f"    open({str(folder / 'recording')!r}, 'a').write('x')\n"
         "    return _inner(self, *args, **kwargs)\n"
-        "sweeps.tracking.Tracker.log_series = log_series\n")
+        "sweeps.tracking.Tracker.log_records = log_records\n")
     return {"PYTHONPATH": f"{folder}:{REPO}", "LINEAR_SWEEPS_TEST_SLOW_TRAIN": str(train),
             "LINEAR_SWEEPS_TEST_SLOW_RECORD": str(record)}
 

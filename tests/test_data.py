@@ -705,9 +705,10 @@ def test_real_cifar10_jpeg_archive(tmp_path):
     assert raw.class_names == ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
     assert np.bincount(raw.y_train).tolist() == [5000] * 10 and np.bincount(raw.y_test).tolist() == [1000] * 10
 
-    start = time.perf_counter()
+    (cache_file,) = tmp_path.iterdir()  # the second load hits it (a miss would decode and write it again)
+    before = cache_file.stat().st_mtime_ns
     cached = load_image_folder(REAL_JPEG_ARCHIVE, cache_dir=tmp_path)
-    assert time.perf_counter() - start < 1.0
+    assert cache_file.stat().st_mtime_ns == before and list(tmp_path.iterdir()) == [cache_file]
     _assert_same(raw, cached)
 
     out = preprocess(cached)

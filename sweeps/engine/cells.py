@@ -7,7 +7,8 @@ from typing import Any, Dict, List, Sequence
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from ..config import ConfigError, check_batch_size, unknown_key_error, validate_config
+from ..config import (ENVIRONMENT_SECTIONS, ConfigError, check_batch_size, check_environment, check_values,
+                      unknown_key_error, validate_config)
 from ..search_space import SweepPlan
 
 
@@ -70,11 +71,15 @@ class CellComposer:
         """A trial's config: the cell's with the trial's params (config groups: composed in full)."""
         if any("." not in k for k in params):  # a top-level key or config-group choice
             cfg = self.compose(list(cell.plan.fixed) + list(cell.overrides) + [f"{k}={v}" for k, v in params.items()])
-        else:
-            cfg = cell.base.copy()
-            for k, v in params.items():
-                OmegaConf.update(cfg, k, v)
-        validate_config(cfg)
+            validate_config(cfg)
+            return cfg
+        cfg = cell.base.copy()
+        for k, v in params.items():
+            OmegaConf.update(cfg, k, v)
+        # The cell passed every check; updates of its existing keys change values only.
+        check_values(cfg)
+        if any(k.split(".")[0] in ENVIRONMENT_SECTIONS for k in params):
+            check_environment(cfg)
         return cfg
 
 

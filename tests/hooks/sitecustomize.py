@@ -3,7 +3,7 @@ moments the signal tests aim at without changing what is trained (a study's obje
 the same, so a relaunch without them resumes the same study).
 
 LINEAR_SWEEPS_TEST_SLOW_TRAIN=S  sleep S seconds at each check point of the batched trainer
-LINEAR_SWEEPS_TEST_SLOW_RECORD=S sleep S seconds before each trial's metrics are logged
+LINEAR_SWEEPS_TEST_SLOW_RECORD=S sleep S seconds per trial before a batch's metrics are logged
 """
 import os
 import time
@@ -28,10 +28,10 @@ if _train:
 if _record:
     import sweeps.tracking
 
-    _log_series = sweeps.tracking.Tracker.log_series
+    _log_records = sweeps.tracking.Tracker.log_records
 
-    def _slow_log_series(self, *args, **kwargs):
-        time.sleep(_record)
-        return _log_series(self, *args, **kwargs)
+    def _slow_log_records(self, records, *args, **kwargs):
+        time.sleep(_record * len(records))
+        return _log_records(self, records, *args, **kwargs)
 
-    sweeps.tracking.Tracker.log_series = _slow_log_series
+    sweeps.tracking.Tracker.log_records = _slow_log_records
