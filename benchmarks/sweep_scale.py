@@ -34,8 +34,10 @@ def folder_bytes(path: Path) -> int:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
 
 
-def run_once(n: int, sampler: str, archive: Path, extra) -> dict:
-    with tempfile.TemporaryDirectory(prefix="scale-") as work:
+def run_once(n: int, sampler: str, archive: Path, extra, keep: Path = None) -> dict:
+    with tempfile.TemporaryDirectory(prefix="scale-") as tmp:
+        work = str(keep / f"{sampler}-{n}") if keep else tmp
+        Path(work).mkdir(parents=True, exist_ok=True)
         cmd = [sys.executable, "-m", "sweeps", "--multirun", "loss=softmax", f"sweep={sampler}",
                f"hydra.sweeper.n_trials={n}", "model.num_iters=20", "eval_every=20", "dataset=image_folder",
                f"dataset.root={archive}", "hydra.sweeper.progress_bar=false", f"hydra.sweep.dir={work}/multirun",
@@ -66,11 +68,13 @@ def main(argv=None) -> dict:
     parser.add_argument("--archive", type=Path, default=DEFAULT_ARCHIVE)
     parser.add_argument("--override", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--json", metavar="PATH")
+    parser.add_argument("--keep", type=Path, metavar="DIR",
+                        help="keep each sweep's stores in DIR/<sampler>-<N> (e.g. to time linear-compare on them)")
     args = parser.parse_args(argv)
     ns = [n for n in args.ns if not (args.skip_10k and n >= 10000)]
     rows = []
     for n in ns:
-        row = run_once(n, args.sampler, args.archive, args.override)
+        row = run_once(n, args.sampler, args.archive, args.override, args.keep)
         rows.append(row)
         phases = ", ".join(f"{k.replace('_seconds', '')} {v:.1f}" for k, v in row["phases_ms_per_trial"].items())
         print(f"N={n:>6} {args.sampler}: wall {row['wall_seconds']:.1f} s (start-up {row['startup_seconds']:.1f} s, "

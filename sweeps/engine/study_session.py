@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import enum
 import logging
+import math
 import time
 from concurrent.futures import Executor, Future
 from typing import List, Optional
@@ -74,6 +75,10 @@ class StudySession:
         self.pending: List[Future] = []  # this study's jobs on the finisher, in order
         self.summary: Optional[Future] = None
         self._waiting_since: Optional[float] = None
+        # A trial is stale after grace_period s without a beat: checking every batch (a scan
+        # of all trials) would make a long sweep quadratic; twice a heartbeat is soon enough.
+        self._stale_every = max(1.0, options.heartbeat_interval / 2)
+        self._stale_checked_at = -math.inf
         self._last_wait_log = 0.0
 
     @property
@@ -115,8 +120,11 @@ class StudySession:
 
     def _ask_locked(self) -> List[TrialEntry]:
         with self.guard.critical(), study_lock(self.storage, self.name):
-            fail_stale_trials(self.study, self.storage, before_failing=self.ledger.before_stale_fail,
-                              after_failing=self.ledger.after_stale_fail)
+            now = time.monotonic()
+            if now - self._stale_checked_at >= self._stale_every:
+                fail_stale_trials(self.study, self.storage, before_failing=self.ledger.before_stale_fail,
+                                  after_failing=self.ledger.after_stale_fail)
+                self._stale_checked_at = now
             trials = self.study.get_trials(deepcopy=False)
             k = min(self.batch_size, askable(trials, self.n_trials))
             # Under the lock no one else adds or pops trials: the next new trial's number, and
