@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import subprocess
 import sys
@@ -34,11 +35,28 @@ def folder_bytes(path: Path) -> int:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
 
 
+def sampler_overrides(sampler: str, n: int) -> list:
+    """The sweep preset for ``sampler``; for grid, a log-spaced lr x reg grid of at least ``n`` points."""
+    if sampler in ("random", "tpe"):
+        return [f"sweep={sampler}"]
+    if sampler != "grid":
+        return ["sweep=random", f"hydra.sweeper.sampler={sampler}"]
+    a = math.ceil(math.sqrt(n))
+    b = math.ceil(n / a)
+
+    def choice(low: float, high: float, k: int) -> str:
+        return "choice(" + ",".join(f"{10 ** (low + (high - low) * i / max(1, k - 1)):.6g}" for i in range(k)) + ")"
+
+    # Quoted: the sweeper reads the string; unquoted, Hydra would take choice() as its own sweep.
+    return ["sweep=grid", f"hydra.sweeper.params={{model.learning_rate:'{choice(-4, -1, a)}',"
+                          f"model.reg:'{choice(-5, 0, b)}'}}"]
+
+
 def run_once(n: int, sampler: str, archive: Path, extra, keep: Path = None) -> dict:
     with tempfile.TemporaryDirectory(prefix="scale-") as tmp:
         work = str(keep / f"{sampler}-{n}") if keep else tmp
         Path(work).mkdir(parents=True, exist_ok=True)
-        cmd = [sys.executable, "-m", "sweeps", "--multirun", "loss=softmax", f"sweep={sampler}",
+        cmd = [sys.executable, "-m", "sweeps", "--multirun", "loss=softmax", *sampler_overrides(sampler, n),
                f"hydra.sweeper.n_trials={n}", "model.num_iters=20", "eval_every=20", "dataset=image_folder",
                f"dataset.root={archive}", "hydra.sweeper.progress_bar=false", f"hydra.sweep.dir={work}/multirun",
                *extra]

@@ -77,6 +77,13 @@ class Decoder:
         if self.num_workers > 0:
             try:
                 if self._pool is None:
+                    # Workers are forked, perhaps while another thread imports (a sweep decodes
+                    # in the background while MLflow imports): a module lock held at the fork
+                    # stays held in the child, and a child importing that module hangs forever.
+                    # So every image plugin is imported here, before the fork.
+                    from PIL import Image
+
+                    Image.init()
                     self._pool = ProcessPoolExecutor(self.num_workers)
                 self._jobs.append((self._pool.submit(_decode_chunk, chunk), chunk))
                 return
