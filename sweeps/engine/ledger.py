@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import enum
 import logging
-import math
 import threading
 import time
 from dataclasses import dataclass
@@ -29,13 +28,14 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from .. import optuna_adapter as adapter
-from ..trial import COMPLETED, PRUNED, TrialOutcome, TrialSpec
+from ..trial import TrialOutcome, TrialSpec
 from ..storage import FAIL_STALE, Heartbeat
 from ..study import ATTR_FAIL_REASON, ATTR_RUN_ID, FAIL_INTERRUPTED, requeue
-from ..tracking import (TAG_FAILURE, TAG_PARENT, TAG_RETRY_OF, TAG_ROLE, TAG_STUDY, TAG_TRIAL_ID,
-                        TAG_TRIAL_NUMBER, TAG_TRIAL_STATE, Tracker, mlflow_status)
+from ..tracking import (TAG_PARENT, TAG_RETRY_OF, TAG_ROLE, TAG_STUDY, TAG_TRIAL_ID, TAG_TRIAL_NUMBER, Tracker,
+                        mlflow_status)
 from . import faults
 from .progress import LaunchStats
+from .trial_states import final_state, run_status, state_tags
 
 log = logging.getLogger(__name__)
 
@@ -84,34 +84,6 @@ class TrialEntry:
     @property
     def run_id(self) -> Optional[str]:
         return self.spec.run_id if self.spec is not None else None
-
-
-def final_state(out: TrialOutcome) -> Tuple[TrialState, Optional[str]]:
-    """(Optuna state, failure reason or None) of a trained trial."""
-    if out.status == COMPLETED and math.isfinite(out.val_acc):
-        return TrialState.COMPLETE, None
-    if out.status == PRUNED:
-        return TrialState.PRUNED, None
-    return TrialState.FAIL, out.message or f"error: {out.status}: no finite validation accuracy"
-
-
-def run_status(out: TrialOutcome) -> str:
-    """The MLflow status of a trained trial's run."""
-    state, reason = final_state(out)
-    return mlflow_status(state.name, reason)
-
-
-def state_tags(state: str, reason: Optional[str]) -> Dict[str, str]:
-    """The MLflow tags of a trial's final state (``state``: an Optuna state name)."""
-    tags = {TAG_TRIAL_STATE: state}
-    if reason:
-        tags[TAG_FAILURE] = reason
-    return tags
-
-
-def final_state_tags(out: TrialOutcome) -> Dict[str, str]:
-    state, reason = final_state(out)
-    return state_tags(state.name, reason)
 
 
 class TrialLedger:

@@ -31,7 +31,8 @@ from ..study import (RESEEDED_SAMPLERS, askable, best_value, counted_trials, gri
 from ..tracking import TAG_OVERRIDES, TAG_PARENT, TAG_ROLE, TAG_STUDY, TAG_TRIAL_ID, TAG_TRIAL_NUMBER, TAG_TRIAL_STATE
 from . import faults
 from .cells import Cell, CellComposer, cuda_fit, trial_run_name
-from .ledger import TrialEntry, TrialLedger, final_state_tags
+from .ledger import TrialEntry, TrialLedger
+from .trial_states import final_state_tags
 from .options import SweeperOptions, SweepError
 from .opening import OpenedStudy
 from .progress import LaunchStats, Progress
