@@ -1,5 +1,5 @@
 """The code's shape: the largest files, every function over 60 lines, files over 400, and the uses
-of Optuna's / MLflow's private names outside the adapters (sweeps/optuna_adapter.py, sweeps/mlflow_adapter.py).
+of Optuna's / MLflow's private names outside the adapter (sweeps/adapter.py).
 
     python benchmarks/code_shape.py            # exit 1 when a limit is broken
     python benchmarks/code_shape.py --top 15
@@ -14,7 +14,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 FOLDERS = ("linear_models", "sweeps", "hydra_plugins", "benchmarks", "examples")
-ADAPTERS = ("sweeps/optuna_adapter.py", "sweeps/mlflow_adapter.py")
+ADAPTERS = ("sweeps/adapter.py",)
 PRIVATE = re.compile(r"\._storage\b|_thread_local|\._suggest\(|optuna\.storages\._|_get_stale|\._trial_id\b|"
                      r"_rdb\b|\._study_id\b|mlflow\.store\.|\._tracking_client\b|mlflow\.tracking\._")
 MAX_FILE, MAX_FUNCTION = 400, 60

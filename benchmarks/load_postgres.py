@@ -117,7 +117,7 @@ def collect_figures(args, work: Path, pg, optuna_db: str, storage: str, tracking
     import optuna
     from optuna.trial import TrialState
 
-    from sweeps.optuna_adapter import trial_id
+    from sweeps.adapter import trial_id
 
     study = optuna.load_study(study_name=STUDY, storage=storage)
     trials = study.get_trials()

@@ -19,7 +19,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from . import optuna_adapter as adapter
+from . import adapter
 from .db_urls import database_url
 
 log = logging.getLogger(__name__)

@@ -20,7 +20,7 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from . import mlflow_adapter
+from . import adapter
 from .db_urls import redact_url, tracking_uri  # noqa: F401 (redact_url: re-exported)
 
 log = logging.getLogger(__name__)
@@ -189,7 +189,7 @@ class Tracker:
         cannot be created fails alone: None in its place."""
         if self._sql_store() is not None and runs:
             try:
-                return self._create_runs_sql([mlflow_adapter.NewRun(name, _run_tags(tags), {
+                return self._create_runs_sql([adapter.NewRun(name, _run_tags(tags), {
                     k: _param_str(v) for k, v in (params or {}).items()}) for name, tags, params in runs])
             except Exception as e:  # noqa: BLE001 -- find the one that fails
                 log.warning("creating %d runs in one write failed (%s); creating them one at a time", len(runs), e)
@@ -203,8 +203,8 @@ class Tracker:
         return run_ids
 
     @_retrying
-    def _create_runs_sql(self, runs: List["mlflow_adapter.NewRun"]) -> List[str]:
-        made = mlflow_adapter.create_runs(self._sql_store(), self.experiment_id, self.artifact_root, runs,
+    def _create_runs_sql(self, runs: List["adapter.NewRun"]) -> List[str]:
+        made = adapter.create_runs(self._sql_store(), self.experiment_id, self.artifact_root, runs,
                                           int(time.time() * 1000))
         self._artifact_uris.update(made)
         return [run_id for run_id, _ in made]
@@ -222,7 +222,7 @@ class Tracker:
     def _sql_store(self):
         """MLflow's SQL store behind this client (bulk writes), or None."""
         if not hasattr(self, "_store"):
-            self._store = mlflow_adapter.sql_store(self.client)
+            self._store = adapter.sql_store(self.client)
         return self._store
 
     @_retrying
@@ -241,7 +241,7 @@ class Tracker:
 
     @_retrying
     def _end_runs_sql(self, statuses: Dict[str, str]) -> None:
-        mlflow_adapter.end_runs(self._sql_store(), statuses, int(time.time() * 1000))
+        adapter.end_runs(self._sql_store(), statuses, int(time.time() * 1000))
 
     @_retrying
     def reopen_run(self, run_id: str) -> None:
@@ -277,7 +277,7 @@ class Tracker:
         Returns what each record's write raised (None: written)."""
         if self._sql_store() is not None and records:
             try:
-                self._log_records_sql([mlflow_adapter.RunRecord(run_id, _series_metrics(series), {
+                self._log_records_sql([adapter.RunRecord(run_id, _series_metrics(series), {
                     k: str(v) for k, v in (tags or {}).items()}) for run_id, series, tags in records])
                 return [None] * len(records)
             except Exception as e:  # noqa: BLE001 -- find the one that fails
@@ -292,8 +292,8 @@ class Tracker:
         return errors
 
     @_retrying
-    def _log_records_sql(self, records: List["mlflow_adapter.RunRecord"]) -> None:
-        mlflow_adapter.log_records(self._sql_store(), records)
+    def _log_records_sql(self, records: List["adapter.RunRecord"]) -> None:
+        adapter.log_records(self._sql_store(), records)
 
     def _log_metric_objects(self, run_id: str, metrics: Sequence[Metric], tags: Optional[Mapping] = None) -> None:
         run_tags = [RunTag(k, str(v)) for k, v in (tags or {}).items()]

@@ -1,4 +1,4 @@
-"""The MLflow internals the engine relies on (sweeps/mlflow_adapter.py): a canary that names what
+"""The MLflow internals the engine relies on (sweeps/adapter.py): a canary that names what
 an MLflow release changed, and runs written in bulk checked against the same runs written
 through MLflow's public client, on SQLite and on PostgreSQL."""
 import math
@@ -8,7 +8,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from pg import pg_server, pg_url  # noqa: F401  (fixtures)
-from sweeps import mlflow_adapter
+from sweeps import adapter
 from sweeps.tracking import Tracker
 
 SERIES = {"train_loss": ([0, 10, 20], [2.3, 1.9, float("nan")]), "val_acc": ([10, 20], [0.31, 0.35]),
@@ -17,8 +17,8 @@ TAGS = {"optuna.trial_state": "COMPLETE", "linear_sweeps.role": "trial"}
 
 
 def test_canary_this_mlflow_has_what_the_adapter_uses():
-    problems = mlflow_adapter.canary_problems()
-    assert not problems, (f"MLflow {mlflow.__version__} changed internals that sweeps/mlflow_adapter.py uses: "
+    problems = adapter.mlflow_canary_problems()
+    assert not problems, (f"MLflow {mlflow.__version__} changed internals that sweeps/adapter.py uses: "
                           f"{problems}. Update the adapter (or pin mlflow below this release in pyproject.toml).")
 
 
@@ -89,12 +89,12 @@ def test_what_a_bulk_write_refuses_is_written_one_at_a_time_and_fails_alone(tmp_
     tracker = Tracker(f"sqlite:///{tmp_path}/mlflow.db", "adapter", str(tmp_path / "artifacts"))
     # Tags longer than MLflow's columns: SQLite would store them, PostgreSQL would not.
     with pytest.raises(mlflow.exceptions.MlflowException, match="'kkkk.*longer than MLflow stores"):
-        mlflow_adapter.create_runs(tracker._sql_store(), tracker.experiment_id, tracker.artifact_root,
-                                   [mlflow_adapter.NewRun("too long", {"k" * 300: "v"})], 0)
+        adapter.create_runs(tracker._sql_store(), tracker.experiment_id, tracker.artifact_root,
+                                   [adapter.NewRun("too long", {"k" * 300: "v"})], 0)
     assert tracker.search("") == []
     (run_id,) = tracker.create_runs([("ok", {"k": "v"}, None)])
     with pytest.raises(mlflow.exceptions.MlflowException, match="do not exist"):
-        mlflow_adapter.log_records(tracker._sql_store(), [mlflow_adapter.RunRecord("0" * 32, [], {"a": "b"})])
+        adapter.log_records(tracker._sql_store(), [adapter.RunRecord("0" * 32, [], {"a": "b"})])
     records = [(run_id, {"val_acc": ([1], [0.5])}, {"a": "b"}), ("0" * 32, {"val_acc": ([2], [0.6])}, None)]
     first, second = tracker.log_records(records)  # the bulk write fails; one at a time, one fails
     assert first is None and isinstance(second, mlflow.exceptions.MlflowException)

@@ -1,4 +1,4 @@
-"""The Optuna internals the engine relies on (sweeps/optuna_adapter.py): a canary that names what
+"""The Optuna internals the engine relies on (sweeps/adapter.py): a canary that names what
 an Optuna release changed, and the adapter's functions checked against Optuna's own behaviour."""
 import datetime
 import time
@@ -7,14 +7,14 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from sweeps import optuna_adapter as adapter
+from sweeps import adapter
 from sweeps.storage import Heartbeat
 from sweeps.study import make_sampler
 
 
 def test_canary_this_optuna_has_what_the_adapter_uses():
-    problems = adapter.canary_problems()
-    assert not problems, (f"Optuna {optuna.__version__} changed internals that sweeps/optuna_adapter.py uses: "
+    problems = adapter.optuna_canary_problems()
+    assert not problems, (f"Optuna {optuna.__version__} changed internals that sweeps/adapter.py uses: "
                           f"{problems}. Update the adapter (or pin optuna below this release in pyproject.toml).")
 
 

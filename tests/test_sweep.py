@@ -321,7 +321,7 @@ def test_trial_whose_run_cannot_be_created_is_rerun(tmp_path):
         "import sweeps.tracking as tracking\n"
         "def bulk(*args, **kwargs):\n"
         "    raise MlflowException('injected: no bulk writes')\n"
-        "tracking.mlflow_adapter.create_runs = bulk\n"
+        "tracking.adapter.create_runs = bulk\n"
         "original = tracking.Tracker.create_run\n"
         "failed = []\n"
         "def create_run(self, name, tags, params=None):\n"

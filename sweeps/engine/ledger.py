@@ -27,7 +27,7 @@ from typing import Dict, List, Optional, Tuple
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from .. import optuna_adapter as adapter
+from .. import adapter
 from ..trial import TrialOutcome, TrialSpec
 from ..storage import FAIL_STALE, Heartbeat
 from ..study import ATTR_FAIL_REASON, ATTR_RUN_ID, FAIL_INTERRUPTED, requeue
@@ -201,7 +201,11 @@ class TrialLedger:
         recording job: each trial told in Optuna, then all their MLflow runs ended in one
         write. A failure on a trial's way aborts that trial instead (FAIL, KILLED, re-queued)."""
         t0 = time.perf_counter()
-        told = [(entry, state) for entry in entries for state in [self._tell_recorded(entry)] if state is not None]
+        told = []  # (entry, state) of the trials told; the others were aborted
+        for entry in entries:
+            state = self._tell_recorded(entry)
+            if state is not None:
+                told.append((entry, state))
         closing = {}
         for entry, state in told:
             try:
@@ -307,22 +311,13 @@ class TrialLedger:
                         self.study.study_name, len(entries))
         return len(entries)
 
-    # ------------------------------------------------------------------ MLflow side
+    # ------------------------------------------------------------------ both stores
     def _tell(self, trial, *args, **kwargs) -> None:
-        """study.tell, tolerating the grid sampler's study.stop() once the grid is used up
-        (Optuna stores the state before that error is raised)."""
-        try:
-            self.study.tell(trial, *args, **kwargs)
-        except RuntimeError as e:
-            if "Study.stop" not in str(e):
-                raise
+        self.study.tell(trial, *args, **kwargs)
 
-    def _close(self, run_id: str, state: str, reason: Optional[str],
-               logged_tags: Optional[Dict[str, str]] = None) -> None:
-        """End a trial's MLflow run to match its Optuna state (``logged_tags``: already sent)."""
-        tags = state_tags(state, reason)
-        if tags != logged_tags:
-            self.tracker.set_tags(run_id, tags)
+    def _close(self, run_id: str, state: str, reason: Optional[str]) -> None:
+        """End a trial's MLflow run to match its Optuna state."""
+        self.tracker.set_tags(run_id, state_tags(state, reason))
         self.tracker.end_run(run_id, mlflow_status(state, reason))
 
     def _close_quietly(self, run_id: str, state: str, reason: Optional[str]) -> None:

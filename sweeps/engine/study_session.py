@@ -20,7 +20,7 @@ from typing import List, Optional
 import optuna
 from optuna.trial import TrialState
 
-from .. import optuna_adapter as adapter
+from .. import adapter
 from ..conditions import suggest_conditional, unconditional
 from ..data import resolve_device
 from ..runner import trial_params
