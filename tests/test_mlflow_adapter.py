@@ -1,4 +1,4 @@
-"""The MLflow internals the engine relies on (sweeps/adapter.py): a canary that names what
+"""The MLflow internals the engine relies on (sweeps/adapter/): a canary that names what
 an MLflow release changed, and runs written in bulk checked against the same runs written
 through MLflow's public client, on SQLite and on PostgreSQL."""
 import math
@@ -18,7 +18,7 @@ TAGS = {"optuna.trial_state": "COMPLETE", "linear_sweeps.role": "trial"}
 
 def test_canary_this_mlflow_has_what_the_adapter_uses():
     problems = adapter.mlflow_canary_problems()
-    assert not problems, (f"MLflow {mlflow.__version__} changed internals that sweeps/adapter.py uses: "
+    assert not problems, (f"MLflow {mlflow.__version__} changed internals that sweeps/adapter/ uses: "
                           f"{problems}. Update the adapter (or pin mlflow below this release in pyproject.toml).")
 
 

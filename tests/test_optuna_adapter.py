@@ -1,4 +1,4 @@
-"""The Optuna internals the engine relies on (sweeps/adapter.py): a canary that names what
+"""The Optuna internals the engine relies on (sweeps/adapter/): a canary that names what
 an Optuna release changed, and the adapter's functions checked against Optuna's own behaviour."""
 import datetime
 import time
@@ -14,7 +14,7 @@ from sweeps.study import make_sampler
 
 def test_canary_this_optuna_has_what_the_adapter_uses():
     problems = adapter.optuna_canary_problems()
-    assert not problems, (f"Optuna {optuna.__version__} changed internals that sweeps/adapter.py uses: "
+    assert not problems, (f"Optuna {optuna.__version__} changed internals that sweeps/adapter/ uses: "
                           f"{problems}. Update the adapter (or pin optuna below this release in pyproject.toml).")
 
 
