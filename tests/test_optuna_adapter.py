@@ -4,40 +4,16 @@ import datetime
 import time
 
 import optuna
-import pytest
 from optuna.trial import TrialState
 
 from sweeps import adapter
 from sweeps.storage import Heartbeat
-from sweeps.study import make_sampler
 
 
 def test_canary_this_optuna_has_what_the_adapter_uses():
-    problems = adapter.optuna_canary_problems()
+    problems = adapter.optuna_canary_problems() + adapter.trials_canary_problems()
     assert not problems, (f"Optuna {optuna.__version__} changed internals that sweeps/adapter/ uses: "
                           f"{problems}. Update the adapter (or pin optuna below this release in pyproject.toml).")
-
-
-@pytest.mark.parametrize("sampler", ["random", "tpe"])
-def test_ask_new_trial_asks_what_study_ask_would(sampler, tmp_path):
-    """The batch asker skips ask()'s WAITING-queue scan and must otherwise be ask() itself."""
-    space = {"model.learning_rate": optuna.distributions.FloatDistribution(1e-7, 1e-1, log=True),
-             "model.reg": optuna.distributions.FloatDistribution(1e-6, 1e3, log=True)}
-    asked = {}
-    for how in ("ask", "ask_new_trial"):
-        storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / how}.db")
-        study = optuna.create_study(storage=storage, direction="maximize",
-                                    sampler=make_sampler(sampler, 3, space, {"n_startup_trials": 4}
-                                                         if sampler == "tpe" else {}))
-        for i in range(6):  # a finished history, so TPE samples from its model (constant liar on)
-            trial = study.ask(fixed_distributions=space)
-            study.tell(trial, 0.1 * i)
-        batch = [study.ask(fixed_distributions=space) if how == "ask" else adapter.ask_new_trial(study, space)
-                 for _ in range(5)]
-        assert [t.number for t in batch] == list(range(6, 11))
-        assert all(t.state == TrialState.RUNNING for t in study.get_trials()[6:])
-        asked[how] = [dict(study.get_trials()[t.number].params) for t in batch]
-    assert asked["ask_new_trial"] == asked["ask"]
 
 
 def test_batched_heartbeats_keep_trials_alive_in_optunas_own_stale_check(tmp_path):

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import datetime
 import logging
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, List, Optional, Sequence, Tuple
 
 import optuna
 from optuna.trial import TrialState
@@ -128,24 +128,6 @@ def set_user_attrs(study: optuna.Study, items: Sequence[Tuple[int, str, Any]]) -
             conn.execute(attrs.insert(), list(rows.values()))
 
 
-def ask_new_trial(study: optuna.Study, fixed_distributions: Dict[str, Any]) -> optuna.Trial:
-    """``study.ask(fixed_distributions)`` for a caller that knows no trial is WAITING.
-
-    Every ``ask()`` first scans the storage for WAITING trials, and the cached storage rereads
-    every unfinished trial to do so: a batch of k asks reads O(k^2) rows (about half of a
-    50-trial ask on SQLite). The engine checks the queue once per batch, under the study lock,
-    and creates the rest as ``ask()`` does after finding no WAITING trial. Private:
-    ``Study._thread_local.cached_all_trials`` (reset as ``ask()`` does, so the sampler sees the
-    trials asked before this one) and ``Trial._suggest`` (what ``ask(fixed_distributions)``
-    calls). Public alternative: ``study.ask(fixed_distributions)``.
-    """
-    study._thread_local.cached_all_trials = None
-    trial = optuna.Trial(study, storage_of(study).create_new_trial(study_id(study)))
-    for name, distribution in fixed_distributions.items():
-        trial._suggest(name, distribution)
-    return trial
-
-
 def _user_attr_columns():
     from optuna.storages._rdb.models import TrialUserAttributeModel
 
@@ -159,7 +141,6 @@ def optuna_canary_problems() -> List[str]:
     """What this Optuna release lacks of what the adapter relies on ([] when all is there)."""
     problems: List[str] = []
     checks = {
-        "Trial._suggest": lambda: optuna.Trial._suggest,
         "RDBStorage._get_stale_trial_ids": lambda: optuna.storages.RDBStorage._get_stale_trial_ids,
         "storages._rdb.models.TrialHeartbeatModel": _heartbeat_table,
         "storages._rdb.models.TrialUserAttributeModel": _user_attr_columns,
@@ -172,11 +153,9 @@ def optuna_canary_problems() -> List[str]:
         except (AttributeError, ImportError) as e:
             problems.append(f"{name}: {e}")
     study = optuna.create_study()
-    for attr in ("_study_id", "_thread_local", "_storage"):
+    for attr in ("_study_id", "_storage"):
         if not hasattr(study, attr):
             problems.append(f"Study.{attr} is gone")
-    if not hasattr(getattr(study, "_thread_local", None), "cached_all_trials"):
-        problems.append("Study._thread_local.cached_all_trials is gone")
     trial: Optional[optuna.Trial] = study.ask()
     if not hasattr(trial, "_trial_id"):
         problems.append("Trial._trial_id is gone")

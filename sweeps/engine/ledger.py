@@ -112,12 +112,12 @@ class TrialLedger:
             self.heartbeat.remove([entry.trial_id])
 
     def admit(self, trial: optuna.Trial, requeued: bool) -> TrialEntry:
-        """A trial just asked (call inside the shutdown guard's critical section)."""
+        """A trial just asked (call inside the shutdown guard's critical section; the caller
+        beats for the batch it admits)."""
         entry = TrialEntry(trial, requeued)
         with self._lock:
             self._open[entry.trial_id] = entry
             self._admitted.add(entry.trial_id)
-        self.heartbeat.add([entry.trial_id])
         return entry
 
     def open_entries(self) -> List[TrialEntry]:

@@ -24,6 +24,7 @@ from .. import adapter
 from ..conditions import suggest_conditional, unconditional
 from ..data import resolve_device
 from ..runner import trial_params
+from ..staged_asks import ask_staged
 from ..trial import TrialSpec
 from ..storage import Heartbeat, fail_stale_trials, running_trials, study_lock
 from ..study import (RESEEDED_SAMPLERS, askable, best_value, counted_trials, grid_size, make_sampler,
@@ -128,33 +129,34 @@ class StudySession:
                 self._stale_checked_at = now
             trials = self.study.get_trials(deepcopy=False)
             k = min(self.batch_size, askable(trials, self.n_trials))
-            # Under the lock no one else adds or pops trials: the next new trial's number, and
-            # how many re-queued (WAITING) trials ask() pops first, are known.
-            next_number = len(trials)
-            waiting = sum(t.state == TrialState.WAITING for t in trials)
+            # Under the lock no one else adds trials: re-queued (WAITING) ones are popped first,
+            # by study.ask itself; the rest are new, asked in memory and written at once.
+            popped = min(k, sum(t.state == TrialState.WAITING for t in trials))
             entries: List[TrialEntry] = []
             try:
-                for i in range(k):
-                    faults.check("ask")
-                    trial = self._ask_one(next_number, popped=i < waiting)
-                    entries.append(self.ledger.admit(trial, requeued=i < waiting))
-                    next_number = max(next_number, trial.number + 1)
+                for _ in range(popped):
+                    entries.append(self.ledger.admit(self._ask_one(self.study, len(trials)), requeued=True))
+                if k > popped:
+                    existing = self.study.get_trials(deepcopy=False) if popped else trials
+                    asked = ask_staged(self.study, existing, k - popped, self._ask_one)
+                    entries += [self.ledger.admit(trial, requeued=False) for trial in asked]
             except BaseException as e:
                 self.ledger.fail_unadmitted(len(trials), f"interrupted: ask failed: {type(e).__name__}")
                 raise
+            finally:
+                self.heartbeat.add([entry.trial_id for entry in entries])  # one beat for the batch
             return entries
 
-    def _ask_one(self, next_number: int, popped: bool) -> optuna.Trial:
+    def _ask_one(self, study: optuna.Study, number: int) -> optuna.Trial:
+        """One trial asked of ``study`` (the real one, or the staged copy of a batch)."""
+        faults.check("ask")
         plan = self.cell.plan
         space = unconditional(plan.search_space, plan.conditions)
         if self.options.sampler in RESEEDED_SAMPLERS:
             # Seeded by (seed, trial number): a relaunch or a second worker never replays draws.
-            self.study.sampler = make_sampler(self.options.sampler, trial_seed(self.seed, next_number), space,
-                                              self.options.sampler_kwargs)
-        if popped:
-            trial = self.study.ask(fixed_distributions=space)
-        else:
-            trial = adapter.ask_new_trial(self.study, space)
+            study.sampler = make_sampler(self.options.sampler, trial_seed(self.seed, number), space,
+                                         self.options.sampler_kwargs)
+        trial = study.ask(fixed_distributions=space)
         suggest_conditional(trial, plan.search_space, plan.conditions, self.cell.base)
         return trial
 
