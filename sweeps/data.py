@@ -273,7 +273,7 @@ def _load_raw(dataset_cfg: DictConfig, lm_data):
     cache = {} if cache_dir is None else {"cache_dir": cache_dir}
     if dataset_cfg.name == "image_folder":
         return lm_data.load_image_folder(dataset_cfg.root, **cache)
-    url = OmegaConf.select(dataset_cfg, "url", default=None) or lm_data.CIFAR10_URL
+    url = dataset_cfg.get("url") or lm_data.CIFAR10_URL
     try:
         return lm_data.load_cifar10(dataset_cfg.root, download=dataset_cfg.download, url=url, **cache)
     except lm_data.DataNotFoundError:

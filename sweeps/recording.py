@@ -11,10 +11,10 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 import yaml
-from omegaconf import OmegaConf
 
 import linear_models as lm
 
+from .config_view import plain_config
 from .render import confusion_matrix, confusion_matrix_image, line_plot
 from .tracking import Tracker
 from .trial import DIVERGED, TrialOutcome, TrialSpec
@@ -96,7 +96,7 @@ def config_yaml(cfg) -> str:
     """The resolved config as YAML, as ``OmegaConf.to_yaml(cfg, resolve=True)`` loads back, with
     libyaml's emitter (OmegaConf's pure-Python one took 30% of recording a trial)."""
     dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
-    return yaml.dump(OmegaConf.to_container(cfg, resolve=True), Dumper=dumper, sort_keys=False,
+    return yaml.dump(plain_config(cfg), Dumper=dumper, sort_keys=False,
                      default_flow_style=False, allow_unicode=True)
 
 

@@ -24,6 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 
 import linear_models as lm
 
+from .config_view import ConfigView
 from .data import load_features, matmul_dtype, matmul_dtype_name, matmul_precision, resolve_device
 from .recording import TrialRecording, record_trials
 from .ticker import TrainingTicker
@@ -45,7 +46,7 @@ def group_key(cfg: DictConfig) -> str:
     Compared unresolved (interpolations as written; 7x cheaper than resolving, and asked once
     per trial on the sweep's critical path): configs that are equal unresolved resolve equally.
     """
-    plain = OmegaConf.to_container(cfg, resolve=False)
+    plain = cfg.to_container() if isinstance(cfg, ConfigView) else OmegaConf.to_container(cfg, resolve=False)
     for dotted in BATCHABLE_KEYS:
         section, name = dotted.split(".")
         plain.get(section, {}).pop(name, None)

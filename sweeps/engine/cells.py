@@ -2,13 +2,14 @@
 corners of the search space probed), then each trial's config from its params."""
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Dict, List, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Sequence, Union
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from ..config import (ENVIRONMENT_SECTIONS, ConfigError, check_batch_size, check_environment, check_values,
                       unknown_key_error, validate_config)
+from ..config_view import CellData, ConfigView
 from ..search_space import SweepPlan
 
 
@@ -19,6 +20,14 @@ class Cell:
     overrides: List[str]  # e.g. ["loss=svm"]; [] without an outer grid
     base: DictConfig
     plan: SweepPlan
+    _data: Optional[CellData] = field(default=None, init=False, repr=False)
+
+    @property
+    def data(self) -> CellData:
+        """The base config resolved once, for trial configs (made on first use)."""
+        if self._data is None:
+            self._data = CellData(self.base)
+        return self._data
 
     @property
     def overrides_tag(self) -> str:
@@ -67,15 +76,18 @@ class CellComposer:
         OmegaConf.update(probe, key, value)
         return probe
 
-    def trial_config(self, cell: Cell, params: Dict[str, Any]) -> DictConfig:
-        """A trial's config: the cell's with the trial's params (config groups: composed in full)."""
+    def trial_config(self, cell: Cell, params: Dict[str, Any]) -> Union[ConfigView, DictConfig]:
+        """A trial's config: the cell's with the trial's params (config groups: composed in full).
+        Usually a read-only ConfigView of plain data; a DictConfig where only OmegaConf can say."""
         if any("." not in k for k in params):  # a top-level key or config-group choice
             cfg = self.compose(list(cell.plan.fixed) + list(cell.overrides) + [f"{k}={v}" for k, v in params.items()])
             validate_config(cfg)
             return cfg
-        cfg = cell.base.copy()
-        for k, v in params.items():
-            OmegaConf.update(cfg, k, v)
+        cfg = cell.data.trial_view(params)
+        if cfg is None:
+            cfg = cell.base.copy()
+            for k, v in params.items():
+                OmegaConf.update(cfg, k, v)
         # The cell passed every check; updates of its existing keys change values only.
         check_values(cfg)
         if any(k.split(".")[0] in ENVIRONMENT_SECTIONS for k in params):
