@@ -121,3 +121,44 @@ def test_staged_asks_refuse_incompatible_distributions(tmp_path):
     with pytest.raises(ValueError, match="different distribution kind"):
         ask_staged(study, study.get_trials(deepcopy=False), 1, lambda staged, n: staged.ask(other))
     assert len(study.get_trials()) == 4
+
+
+# ----------------------------------------------------------------------------------- bulk tells
+def _tells_both_ways(make_storage, sampler="random"):
+    states = {}
+    for how in ("study.tell", "tell_trials"):
+        study, space = _study(make_storage(how), sampler)
+        batch = [_ask_one(study, sampler, space, len(study.trials)) for _ in range(6)]
+        batch[5].report(0.25, step=10)
+        tells = [(batch[0], TrialState.COMPLETE, 0.5), (batch[1], TrialState.FAIL, None),
+                 (batch[2], TrialState.COMPLETE, float("nan")), (batch[3], TrialState.COMPLETE, 1),
+                 (batch[5], TrialState.PRUNED, None)]
+        study.tell(batch[4], 0.1)  # finished already: telling it again is an error, the rest are told
+        tells.insert(2, (batch[4], TrialState.COMPLETE, 0.7))
+        if how == "study.tell":
+            errors = adapter.optuna_tells._tell_one_by_one(study, tells)
+        else:
+            errors = adapter.tell_trials(study, tells)
+        assert list(errors) == [adapter.trial_id(batch[4])]
+        now = datetime.datetime.now()
+        for t in study.get_trials()[4:]:
+            assert abs((t.datetime_complete - now).total_seconds()) < 60
+        states[how] = [(t.number, t.state, t.values, t.intermediate_values, t.params) for t in study.get_trials()]
+    assert states["tell_trials"] == states["study.tell"]
+    return states["tell_trials"]
+
+
+def test_bulk_tells_write_what_study_tell_writes_on_sqlite(tmp_path):
+    told = _tells_both_ways(lambda how: optuna.storages.RDBStorage(f"sqlite:///{tmp_path / how}.db"))
+    assert [s for _, s, *_ in told[4:]] == [TrialState.COMPLETE, TrialState.FAIL, TrialState.FAIL,  # nan: FAIL
+                                            TrialState.COMPLETE, TrialState.COMPLETE, TrialState.PRUNED]
+    assert told[4][2] == [0.5] and told[7][2] == [1.0] and told[9][2] == [0.25]  # PRUNED: its last report
+
+
+def test_bulk_tells_write_what_study_tell_writes_on_postgres(pg_url):
+    storage = optuna.storages.RDBStorage(pg_url)
+    _tells_both_ways(lambda how: storage, "tpe")
+
+
+def test_bulk_tells_in_memory_go_through_study_tell():
+    _tells_both_ways(lambda how: optuna.storages.InMemoryStorage())

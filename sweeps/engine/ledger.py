@@ -201,11 +201,7 @@ class TrialLedger:
         recording job: each trial told in Optuna, then all their MLflow runs ended in one
         write. A failure on a trial's way aborts that trial instead (FAIL, KILLED, re-queued)."""
         t0 = time.perf_counter()
-        told = []  # (entry, state) of the trials told; the others were aborted
-        for entry in entries:
-            state = self._tell_recorded(entry)
-            if state is not None:
-                told.append((entry, state))
+        told = self._tell_batch([e for e in entries if self._recorded(e)])  # (entry, state); others aborted
         closing = {}
         for entry, state in told:
             try:
@@ -234,46 +230,58 @@ class TrialLedger:
         state, reason = final_state(entry.outcome)
         self._close_quietly(entry.run_id, state.name, reason)
 
-    def _tell_recorded(self, entry: TrialEntry) -> Optional[TrialState]:
-        """TRAINED -> RECORDED -> TOLD once its recording is done; its state, or None when it was
-        aborted (here, on a failure, or before)."""
-        out = entry.outcome
+    def _recorded(self, entry: TrialEntry) -> bool:
+        """Whether the trial's recording is done and it may be told; aborts it when that failed."""
         try:
-            if out.recorded is not None:
-                out.recorded.result()  # raises if recording failed
+            if entry.outcome.recorded is not None:
+                entry.outcome.recorded.result()  # raises if recording failed
             faults.check("record")
             if entry.run_id is None:
                 raise RuntimeError("it has no MLflow run (creating it failed)")
-            with self._lock:
-                if entry.phase in FINAL:
-                    return None
-                self._move(entry, Phase.RECORDED)
-                return self._tell_outcome(entry)
+            return True
         except Exception as e:
-            if entry.phase == Phase.TOLD:  # only tagging its final state failed: the close retags it
-                self._close_again(entry)
-                return final_state(out)[0]
-            log.exception("could not record trial %d", entry.number)
-            self.abort(entry, f"tracking: could not record trial: {type(e).__name__}: {e}", self.max_retries)
-            self.stats.count(failed=True, train=out.seconds, tracking=out.tracking_seconds)
-            return None
+            self._abort_untold(entry, e)
+            return False
 
-    def _tell_outcome(self, entry: TrialEntry) -> TrialState:
-        out = entry.outcome
-        state, reason = final_state(out)
-        faults.check("tell")
-        if state == TrialState.COMPLETE:
-            self._tell(entry.trial, out.val_acc)
-        elif state == TrialState.PRUNED:
-            self._tell(entry.trial, state=TrialState.PRUNED)
-        else:
-            entry.trial.set_user_attr(ATTR_FAIL_REASON, reason)
-            self._tell(entry.trial, state=TrialState.FAIL)
-            log.warning("trial %d failed: %s", entry.number, reason)
-        self._move(entry, Phase.TOLD)
-        if state_tags(state.name, reason) != out.logged_tags:  # recorded before a state it did not foresee
-            self.tracker.set_tags(entry.run_id, state_tags(state.name, reason))
-        return state
+    def _abort_untold(self, entry: TrialEntry, error: Exception) -> None:
+        log.error("could not record trial %d: %s: %s", entry.number, type(error).__name__, error,
+                  exc_info=(type(error), error, error.__traceback__))
+        self.abort(entry, f"tracking: could not record trial: {type(error).__name__}: {error}", self.max_retries)
+        self.stats.count(failed=True, train=entry.outcome.seconds, tracking=entry.outcome.tracking_seconds)
+
+    def _tell_batch(self, entries: List[TrialEntry]) -> List[Tuple[TrialEntry, TrialState]]:
+        """RECORDED -> TOLD for the batch's recorded trials, their tells in one write
+        (``adapter.tell_trials``); a trial whose tell fails is aborted instead."""
+        decided = []  # (entry, state, reason)
+        with self._lock:
+            for entry in entries:
+                if entry.phase in FINAL:
+                    continue
+                try:
+                    self._move(entry, Phase.RECORDED)
+                    faults.check("tell")
+                    decided.append((entry, *final_state(entry.outcome)))
+                except Exception as e:
+                    self._abort_untold(entry, e)
+            adapter.set_user_attrs(self.study, [(e.trial_id, ATTR_FAIL_REASON, reason)
+                                                for e, state, reason in decided if state == TrialState.FAIL])
+            errors = adapter.tell_trials(self.study, [(e.trial, state, e.outcome.val_acc if state == TrialState.COMPLETE
+                                                       else None) for e, state, _ in decided])
+            told = []
+            for entry, state, reason in decided:
+                if entry.trial_id in errors:
+                    self._abort_untold(entry, errors[entry.trial_id])
+                    continue
+                self._move(entry, Phase.TOLD)
+                if state == TrialState.FAIL:
+                    log.warning("trial %d failed: %s", entry.number, reason)
+                told.append((entry, state))
+                try:
+                    if state_tags(state.name, reason) != entry.outcome.logged_tags:  # a state it did not foresee
+                        self.tracker.set_tags(entry.run_id, state_tags(state.name, reason))
+                except Exception:  # noqa: BLE001 -- the close retags it
+                    self._close_again(entry)
+        return told
 
     def abort(self, entry: TrialEntry, reason: str, max_retries: Optional[int] = None) -> None:
         """Any open phase -> ABORTED: FAIL (not counted), run KILLED, re-queued. Idempotent."""
