@@ -8,6 +8,8 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
+from .png import write_png
+
 __all__ = ["class_templates", "template_grid", "save_template_grid"]
 
 
@@ -88,5 +90,4 @@ def save_template_grid(W: torch.Tensor, image_shape: Sequence[int], path, class_
     """Write :func:`template_grid` as a PNG; returns the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    template_grid(W, image_shape, class_names, **kwargs).save(path, format="PNG", compress_level=1)
-    return path
+    return write_png(path, np.asarray(template_grid(W, image_shape, class_names, **kwargs).convert("RGB")))

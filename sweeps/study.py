@@ -14,7 +14,8 @@ from typing import Any, Dict, List, Optional
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from .sampler_names import MODEL_BASED_SAMPLERS, PRUNERS, RESEEDED_SAMPLERS, SAMPLERS  # noqa: F401 (re-exported)
+from .sampler_names import (BATCH_SEEDED_SAMPLERS, MODEL_BASED_SAMPLERS, PRUNERS, RESEEDED_SAMPLERS,  # noqa: F401
+                            SAMPLERS)
 from .search_space import check_sampler_space, grid_size, grid_values  # noqa: F401 (re-exported)
 
 log = logging.getLogger(__name__)

@@ -148,7 +148,21 @@ def test_class_templates_and_grid(image_shape, tmp_path):
     path = lm.save_template_grid(W, image_shape, tmp_path / "grid.png", ["cat", "dog", "frog"], title="t")
     with Image.open(path) as img:
         assert img.format == "PNG" and img.width > 3 * Wd * 4
+        drawn = lm.template_grid(W, image_shape, ["cat", "dog", "frog"], title="t")
+        assert np.array_equal(np.asarray(img.convert("RGB")), np.asarray(drawn))  # lossless, as drawn
     with pytest.raises(ValueError, match="class_names has 2 names but W has 3 classes"):
         lm.template_grid(W, image_shape, ["a", "b"])
     with pytest.raises(ValueError, match=r"W has \d+ rows but image_shape"):
         lm.class_templates(W[:-2], image_shape)
+
+
+def test_png_writer_round_trips_through_pillow(tmp_path):
+    from linear_models.png import encode_png, write_png
+
+    rgb = np.random.default_rng(0).integers(0, 256, size=(7, 13, 3), dtype=np.uint8)
+    with Image.open(write_png(tmp_path / "x.png", rgb)) as img:
+        img.load()  # decodes every row and checks the chunks' CRCs
+        assert (img.format, img.mode, img.size) == ("PNG", "RGB", (13, 7))
+        assert np.array_equal(np.asarray(img), rgb)
+    with pytest.raises(ValueError, match=r"\(H, W, 3\) uint8"):
+        encode_png(rgb[..., :2])

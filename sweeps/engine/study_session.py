@@ -27,7 +27,7 @@ from ..runner import trial_params
 from ..staged_asks import ask_staged
 from ..trial import TrialSpec
 from ..storage import Heartbeat, fail_stale_trials, running_trials, study_lock
-from ..study import (RESEEDED_SAMPLERS, askable, best_value, counted_trials, grid_size, make_sampler,
+from ..study import (BATCH_SEEDED_SAMPLERS, RESEEDED_SAMPLERS, askable, best_value, counted_trials, grid_size, make_sampler,
                      trial_seed)
 from ..tracking import TAG_OVERRIDES, TAG_PARENT, TAG_ROLE, TAG_STUDY, TAG_TRIAL_ID, TAG_TRIAL_NUMBER, TAG_TRIAL_STATE
 from . import faults
@@ -138,6 +138,8 @@ class StudySession:
                     entries.append(self.ledger.admit(self._ask_one(self.study, len(trials)), requeued=True))
                 if k > popped:
                     existing = self.study.get_trials(deepcopy=False) if popped else trials
+                    if self.options.sampler in BATCH_SEEDED_SAMPLERS:
+                        self.study.sampler = self._sampler(len(existing))
                     asked = ask_staged(self.study, existing, k - popped, self._ask_one)
                     entries += [self.ledger.admit(trial, requeued=False) for trial in asked]
             except BaseException as e:
@@ -152,13 +154,17 @@ class StudySession:
         faults.check("ask")
         plan = self.cell.plan
         space = unconditional(plan.search_space, plan.conditions)
-        if self.options.sampler in RESEEDED_SAMPLERS:
-            # Seeded by (seed, trial number): a relaunch or a second worker never replays draws.
-            study.sampler = make_sampler(self.options.sampler, trial_seed(self.seed, number), space,
-                                         self.options.sampler_kwargs)
+        if self.options.sampler in RESEEDED_SAMPLERS and self.options.sampler not in BATCH_SEEDED_SAMPLERS:
+            study.sampler = self._sampler(number)
         trial = study.ask(fixed_distributions=space)
         suggest_conditional(trial, plan.search_space, plan.conditions, self.cell.base)
         return trial
+
+    def _sampler(self, number: int) -> optuna.samplers.BaseSampler:
+        """The sampler seeded by (seed, trial number): a relaunch or a second worker never replays draws."""
+        plan = self.cell.plan
+        return make_sampler(self.options.sampler, trial_seed(self.seed, number),
+                            unconditional(plan.search_space, plan.conditions), self.options.sampler_kwargs)
 
     def _prepare(self, entries: List[TrialEntry]) -> List[TrialEntry]:
         """Compose each trial's config and plan its MLflow run (created on the finisher while the
