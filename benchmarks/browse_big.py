@@ -23,7 +23,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
 from pg import MLFLOW_SERVER_ENV, Service, free_port  # noqa: E402
-from test_browse import CHROMIUM_FLAGS, VAL, Grid, render  # noqa: E402,F401
+from test_browse import VAL, Grid, render  # noqa: E402
 
 from sweeps.ui_link import LOCAL_UI  # noqa: E402
 

@@ -33,7 +33,7 @@ class StagedStorage(BaseStorage):
     """
 
     def __init__(self, backend: BaseStorage, study_id: int, existing: Sequence[FrozenTrial]):
-        self._backend, self._study_id = backend, study_id
+        self._backend, self._own_study = backend, study_id
         self._existing = [t for t in existing if t.state != TrialState.WAITING]
         self._first_number = len(existing)
         self._staged: Dict[int, FrozenTrial] = {}  # provisional (negative) trial id -> trial
@@ -53,7 +53,7 @@ class StagedStorage(BaseStorage):
 
     # ---------------------------------------------------------------- the batch's own writes
     def create_new_trial(self, study_id: int, template_trial: Optional[FrozenTrial] = None) -> int:
-        if study_id != self._study_id or template_trial is not None:
+        if study_id != self._own_study or template_trial is not None:
             raise RuntimeError("a staged batch creates plain new trials of its own study only")
         trial_id = -1 - len(self._staged)
         self._staged[trial_id] = FrozenTrial(
@@ -81,7 +81,7 @@ class StagedStorage(BaseStorage):
         trial.user_attrs = {**trial.user_attrs, key: value}
 
     def set_study_system_attr(self, study_id: int, key: str, value: Any) -> None:
-        if study_id != self._study_id:
+        if study_id != self._own_study:
             raise RuntimeError("a staged batch writes its own study only")
         self.study_system_attrs[key] = value
 
@@ -99,7 +99,7 @@ class StagedStorage(BaseStorage):
 
     def get_all_trials(self, study_id: int, deepcopy: bool = True,
                        states: Optional[Container[TrialState]] = None) -> List[FrozenTrial]:
-        if study_id != self._study_id:
+        if study_id != self._own_study:
             return self._backend.get_all_trials(study_id, deepcopy=deepcopy, states=states)
         trials = self._existing + list(self._staged.values())
         if states is not None:
@@ -108,11 +108,11 @@ class StagedStorage(BaseStorage):
 
     def get_study_system_attrs(self, study_id: int) -> Dict[str, Any]:
         attrs = self._backend.get_study_system_attrs(study_id)
-        return {**attrs, **self.study_system_attrs} if study_id == self._study_id else attrs
+        return {**attrs, **self.study_system_attrs} if study_id == self._own_study else attrs
 
     def get_trial_id_from_study_id_trial_number(self, study_id: int, trial_number: int) -> int:
         for trial_id, t in self._staged.items():
-            if study_id == self._study_id and t.number == trial_number:
+            if study_id == self._own_study and t.number == trial_number:
                 return trial_id
         return self._backend.get_trial_id_from_study_id_trial_number(study_id, trial_number)
 
