@@ -37,6 +37,8 @@ class StagedStorage(BaseStorage):
         self._existing = [t for t in existing if t.state != TrialState.WAITING]
         self._first_number = len(existing)
         self._staged: Dict[int, FrozenTrial] = {}  # provisional (negative) trial id -> trial
+        self._existing_in: Dict[tuple, List[FrozenTrial]] = {}  # states -> those of the snapshot
+        self._stored_study_attrs: Optional[Dict[str, Any]] = None  # read once per batch
         self.study_system_attrs: Dict[str, Any] = {}
         self._distributions: Dict[str, BaseDistribution] = {}
         for t in existing:
@@ -101,14 +103,21 @@ class StagedStorage(BaseStorage):
                        states: Optional[Container[TrialState]] = None) -> List[FrozenTrial]:
         if study_id != self._own_study:
             return self._backend.get_all_trials(study_id, deepcopy=deepcopy, states=states)
-        trials = self._existing + list(self._staged.values())
-        if states is not None:
-            trials = [t for t in trials if t.state in states]
+        if states is None:
+            trials = self._existing + list(self._staged.values())
+        else:  # samplers ask for the same states on every ask: filter the snapshot once
+            key = tuple(states)
+            if key not in self._existing_in:
+                self._existing_in[key] = [t for t in self._existing if t.state in states]
+            trials = self._existing_in[key] + [t for t in self._staged.values() if t.state in states]
         return copy.deepcopy(trials) if deepcopy else trials
 
     def get_study_system_attrs(self, study_id: int) -> Dict[str, Any]:
-        attrs = self._backend.get_study_system_attrs(study_id)
-        return {**attrs, **self.study_system_attrs} if study_id == self._own_study else attrs
+        if study_id != self._own_study:
+            return self._backend.get_study_system_attrs(study_id)
+        if self._stored_study_attrs is None:  # under the study lock, only this batch changes them
+            self._stored_study_attrs = self._backend.get_study_system_attrs(study_id)
+        return {**self._stored_study_attrs, **self.study_system_attrs}
 
     def get_trial_id_from_study_id_trial_number(self, study_id: int, trial_number: int) -> int:
         for trial_id, t in self._staged.items():

@@ -49,6 +49,27 @@ class BudgetedGridSampler(optuna.samplers.GridSampler):
         pass
 
 
+class FirstSpaceQMCSampler(optuna.samplers.QMCSampler):
+    """Optuna's QMC sampler, its search space kept once it can no longer change. Optuna's takes
+    the distributions of the study's first finished trial, found by a scan of every trial on
+    every ask (3 ms an ask at 5,000 trials). Once no earlier trial can still finish, that first
+    trial is final: its space is kept."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._kept_space: Optional[Dict[str, Any]] = None
+
+    def infer_relative_search_space(self, study, trial):
+        if self._kept_space is not None:
+            return dict(self._kept_space)
+        space = super().infer_relative_search_space(study, trial)
+        trials = study.get_trials(deepcopy=False)
+        finished = [t.number for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+        if finished and all(t.state.is_finished() for t in trials if t.number < min(finished)):
+            self._kept_space = dict(space)
+        return space
+
+
 def make_sampler(name: str, seed: Optional[int], search_space, kwargs: Dict[str, Any]) -> optuna.samplers.BaseSampler:
     """An Optuna sampler by name; grid enumerates the search space (choice/range only)."""
     kwargs = sampler_options(name, kwargs)
@@ -64,7 +85,7 @@ def make_sampler(name: str, seed: Optional[int], search_space, kwargs: Dict[str,
         return optuna.samplers.CmaEsSampler(seed=seed, **kwargs)
     if name == "qmc":
         kwargs.setdefault("warn_asynchronous_seeding", False)
-        return optuna.samplers.QMCSampler(seed=seed, **kwargs)
+        return FirstSpaceQMCSampler(seed=seed, **kwargs)
     if name == "gp":
         return optuna.samplers.GPSampler(seed=seed, **kwargs)
     raise ValueError(f"hydra.sweeper.sampler must be one of {list(SAMPLERS)}, got {name!r}")

@@ -162,3 +162,20 @@ def test_bulk_tells_write_what_study_tell_writes_on_postgres(pg_url):
 
 def test_bulk_tells_in_memory_go_through_study_tell():
     _tells_both_ways(lambda how: optuna.storages.InMemoryStorage())
+
+
+def test_qmc_sampler_that_keeps_its_space_draws_what_optunas_draws():
+    """FirstSpaceQMCSampler (sweeps/study.py) skips Optuna's per-ask scan for the first trial."""
+    from sweeps.study import FirstSpaceQMCSampler
+
+    draws = {}
+    for cls in (optuna.samplers.QMCSampler, FirstSpaceQMCSampler):
+        study = optuna.create_study(sampler=cls(seed=3, warn_asynchronous_seeding=False))
+        first = study.ask(SPACE)  # finishes late: the space may not be kept before it does
+        for i in range(12):
+            trial = study.ask(SPACE)
+            study.tell(trial, state=TrialState.FAIL) if i == 2 else study.tell(trial, 0.1 * i)
+            if i == 5:
+                study.tell(first, 0.9)
+        draws[cls] = [t.params for t in study.get_trials()]
+    assert draws[FirstSpaceQMCSampler] == draws[optuna.samplers.QMCSampler]
