@@ -41,6 +41,7 @@ class StagedStorage(BaseStorage):
         self._stored_study_attrs: Optional[Dict[str, Any]] = None  # read once per batch
         self.study_system_attrs: Dict[str, Any] = {}
         self._distributions: Dict[str, BaseDistribution] = {}
+        self._compatible: List[BaseDistribution] = []  # checked against the study's already
         for t in existing:
             for name, dist in t.distributions.items():
                 self._distributions.setdefault(name, dist)
@@ -68,8 +69,9 @@ class StagedStorage(BaseStorage):
                         distribution: BaseDistribution) -> None:
         trial = self._own(trial_id)
         previous = self._distributions.get(param_name)
-        if previous is not None:
+        if previous is not None and not any(distribution is d for d in self._compatible):
             check_distribution_compatibility(previous, distribution)
+            self._compatible.append(distribution)  # a search space passes the same objects on every ask
         self._distributions.setdefault(param_name, distribution)
         trial.distributions = {**trial.distributions, param_name: distribution}
         trial.params = {**trial.params, param_name: distribution.to_external_repr(param_value_internal)}
@@ -96,7 +98,7 @@ class StagedStorage(BaseStorage):
     # ---------------------------------------------------------------- reads: snapshot + batch
     def get_trial(self, trial_id: int) -> FrozenTrial:
         if trial_id in self._staged:
-            return copy.deepcopy(self._staged[trial_id])
+            return adapter.copy_trial(self._staged[trial_id])
         return self._backend.get_trial(trial_id)
 
     def get_all_trials(self, study_id: int, deepcopy: bool = True,

@@ -84,8 +84,18 @@ def _utc(local: datetime.datetime) -> datetime.datetime:
     return local.astimezone(datetime.timezone.utc).replace(tzinfo=None)
 
 
+def copy_trial(trial: FrozenTrial) -> FrozenTrial:
+    """A copy whose dicts (params, distributions, attributes) are its own; values are shared
+    (a deep copy of a grid trial, its search space attribute included, cost more than its ask)."""
+    out = copy.copy(trial)
+    out.params, out.distributions = dict(trial.params), dict(trial.distributions)
+    out.user_attrs, out.system_attrs = dict(trial.user_attrs), dict(trial.system_attrs)
+    out.intermediate_values = dict(trial.intermediate_values)
+    return out
+
+
 def _with_identity(trial: FrozenTrial, tid: int, number: int) -> FrozenTrial:
-    out = copy.deepcopy(trial)
+    out = copy_trial(trial)
     out._trial_id, out.number = tid, number
     return out
 
