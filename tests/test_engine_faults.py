@@ -19,8 +19,10 @@ N = 4
 ARGS = [*FAST, f"hydra.sweeper.n_trials={N}", "hydra.sweeper.batch_size=2"]
 # Where each fault hits (the n-th pass of its point): in the second batch, once the first one is
 # told, so the fault finds both told and open trials. ask:4 is the second ask of that batch
-# (one trial of it asked already); finalize has one pass.
-WHEN = {"ask": 4, "create_run": 3, "train": 2, "record": 3, "tell": 3, "close_run": 3, "finalize": 1}
+# (one trial of it asked already); tell_write:2 fails the second batch's one write of its tells
+# (both its trials are re-run); finalize has one pass.
+WHEN = {"ask": 4, "create_run": 3, "train": 2, "record": 3, "tell": 3, "tell_write": 2, "close_run": 3,
+        "finalize": 1}
 MAIN_THREAD = {"ask", "train", "finalize"}  # the launch stops (finalize: its summary fails)
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import threading
 
-POINTS = ("ask", "create_run", "train", "record", "tell", "close_run", "finalize")
+POINTS = ("ask", "create_run", "train", "record", "tell", "tell_write", "close_run", "finalize")
 _ENV = "LINEAR_SWEEPS_FAULT"
 _passed: dict = {}
 _lock = threading.Lock()

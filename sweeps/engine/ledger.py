@@ -263,10 +263,14 @@ class TrialLedger:
                     decided.append((entry, *final_state(entry.outcome)))
                 except Exception as e:
                     self._abort_untold(entry, e)
-            adapter.set_user_attrs(self.study, [(e.trial_id, ATTR_FAIL_REASON, reason)
-                                                for e, state, reason in decided if state == TrialState.FAIL])
-            errors = adapter.tell_trials(self.study, [(e.trial, state, e.outcome.val_acc if state == TrialState.COMPLETE
-                                                       else None) for e, state, _ in decided])
+            try:
+                faults.check("tell_write")
+                adapter.set_user_attrs(self.study, [(e.trial_id, ATTR_FAIL_REASON, reason)
+                                                    for e, state, reason in decided if state == TrialState.FAIL])
+                errors = adapter.tell_trials(self.study, [(e.trial, state, e.outcome.val_acc if state == TrialState.COMPLETE
+                                                           else None) for e, state, _ in decided])
+            except Exception as e:  # noqa: BLE001 -- the write failed as a whole: each trial is aborted
+                errors = {entry.trial_id: e for entry, _, _ in decided}
             told = []
             for entry, state, reason in decided:
                 if entry.trial_id in errors:
