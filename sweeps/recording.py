@@ -18,7 +18,7 @@ import linear_models as lm
 from .config_view import plain_config
 from .render import confusion_matrix, confusion_matrix_image, line_plot
 from .tracking import Tracker
-from .trial import DIVERGED, TrialOutcome, TrialSpec
+from .trial import DIVERGED, NoRunError, TrialOutcome, TrialSpec
 
 
 @dataclass
@@ -73,7 +73,7 @@ _WRITERS = ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1), thread_na
 def _write_trial(tracker: Tracker, it: TrialRecording, data: dict, batch_k: int, diagnostic_plots: bool):
     """One trial's artifacts; returns its metric series and final-state tags (see :func:`_metrics`)."""
     if it.spec.run_id is None:  # the caller must not tell this trial COMPLETE
-        raise RuntimeError(f"trial {it.spec.number} has no MLflow run to record into (creating it failed)")
+        raise NoRunError(f"trial {it.spec.number} has no MLflow run to record into (creating it failed)")
     series, tags = _metrics(it.spec, it.outcome, it.train_hist, batch_k)
     _write_artifacts(tracker, it.spec, it.outcome, data, diagnostic_plots)
     return series, tags

@@ -45,3 +45,7 @@ class TrialOutcome:
     val_predictions: Optional[np.ndarray] = None  # (N_val,) predicted classes at the last check
     recorded: Optional[Future] = None  # with an executor: done once metrics and artifacts are in MLflow
     logged_tags: Dict[str, str] = field(default_factory=dict)  # spec.record_tags, once logged
+
+
+class NoRunError(RuntimeError):
+    """A trial has no MLflow run to record into: creating it failed (and was logged then)."""

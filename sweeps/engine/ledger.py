@@ -28,7 +28,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from .. import adapter
-from ..trial import TrialOutcome, TrialSpec
+from ..trial import NoRunError, TrialOutcome, TrialSpec
 from ..storage import FAIL_STALE, Heartbeat
 from ..study import ATTR_FAIL_REASON, ATTR_RUN_ID, FAIL_INTERRUPTED, requeue
 from ..tracking import (TAG_PARENT, TAG_RETRY_OF, TAG_ROLE, TAG_STUDY, TAG_TRIAL_ID, TAG_TRIAL_NUMBER, Tracker,
@@ -237,15 +237,16 @@ class TrialLedger:
                 entry.outcome.recorded.result()  # raises if recording failed
             faults.check("record")
             if entry.run_id is None:
-                raise RuntimeError("it has no MLflow run (creating it failed)")
+                raise NoRunError("it has no MLflow run (creating it failed)")
             return True
         except Exception as e:
             self._abort_untold(entry, e)
             return False
 
     def _abort_untold(self, entry: TrialEntry, error: Exception) -> None:
-        log.error("could not record trial %d: %s: %s", entry.number, type(error).__name__, error,
-                  exc_info=(type(error), error, error.__traceback__))
+        # The run's creation logged its own traceback: a trial without a run gets one line.
+        trace = None if isinstance(error, NoRunError) else (type(error), error, error.__traceback__)
+        log.error("could not record trial %d: %s: %s", entry.number, type(error).__name__, error, exc_info=trace)
         self.abort(entry, f"tracking: could not record trial: {type(error).__name__}: {error}", self.max_retries)
         self.stats.count(failed=True, train=entry.outcome.seconds, tracking=entry.outcome.tracking_seconds)
 
