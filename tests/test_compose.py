@@ -224,8 +224,11 @@ def test_gpu_workers_script_pins_each_worker_to_its_gpu():
     # os.write per line, so the two workers' lines cannot interleave (PYTHONUNBUFFERED splits print).
     code = ("import os, time\ntry:\n    os.write(1, b'ready\\n')\n    time.sleep(60)\nexcept KeyboardInterrupt:\n"
             "    os.write(1, f\"interrupted {os.environ['CUDA_VISIBLE_DEVICES']}\\n\".encode())\n    raise SystemExit(130)")
+    # As docker starts it: SIGINT at its default (a test process may run with it ignored, and an
+    # ignored SIGINT is inherited by the shell and its workers, which then never stop).
     proc = subprocess.Popen([script, sys.executable, "-c", code], env={**os.environ, "GPU_IDS": "0,1"},
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     ready, seen = 0, []
     deadline = time.time() + 60
     while ready < 2 and time.time() < deadline:  # signal only once both workers handle SIGINT
