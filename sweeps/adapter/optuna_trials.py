@@ -30,7 +30,7 @@ def insert_trials(study: optuna.Study, trials: Sequence[FrozenTrial], study_syst
     """
     backend = _rdb_backend(storage_of(study))
     if backend is None:
-        return insert_trials_one_by_one(study, trials, study_system_attrs)
+        return _insert_trials_one_by_one(study, trials, study_system_attrs)
     if not trials:
         return []
     import sqlalchemy as sa
@@ -100,7 +100,7 @@ def _with_identity(trial: FrozenTrial, tid: int, number: int) -> FrozenTrial:
     return out
 
 
-def insert_trials_one_by_one(study: optuna.Study, trials: Sequence[FrozenTrial],
+def _insert_trials_one_by_one(study: optuna.Study, trials: Sequence[FrozenTrial],
                              study_system_attrs: Dict[str, Any]) -> List[FrozenTrial]:
     """What :func:`insert_trials` writes, through the storage's public calls (one transaction each)."""
     storage, sid = storage_of(study), study_id(study)

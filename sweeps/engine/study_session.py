@@ -155,7 +155,7 @@ class StudySession:
         plan = self.cell.plan
         space = unconditional(plan.search_space, plan.conditions)
         if self.options.sampler in RESEEDED_SAMPLERS and self.options.sampler not in BATCH_SEEDED_SAMPLERS:
-            study.sampler = self._sampler(number)
+            study.sampler = self._sampler(number)  # batch-seeded ones were set by the caller
         trial = study.ask(fixed_distributions=space)
         suggest_conditional(trial, plan.search_space, plan.conditions, self.cell.base)
         return trial
