@@ -21,6 +21,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from . import adapter
 from .db_urls import database_url
+from .sqlite_pragmas import tune_sqlite
 
 log = logging.getLogger(__name__)
 # fail_stale_trials and heartbeats are stable in practice; don't warn on every ask.
@@ -39,14 +40,20 @@ def absolute_sqlite_url(url: str) -> str:
     return url
 
 
+def import_storage_modules(url: Optional[str]) -> None:
+    """Import what opening an RDB storage needs (SQLAlchemy's ORM, Alembic: about 0.4 s), with
+    nothing connected or created: a launch does it while its data loads in the background."""
+    if url is not None:
+        import alembic.migration  # noqa: F401
+        import sqlalchemy.orm  # noqa: F401
+
+
 def make_storage(url: Optional[str], heartbeat_interval: int, grace_period: int) -> optuna.storages.BaseStorage:
     """RDB storage with heartbeats for a URL (relative sqlite paths become absolute); in memory for None."""
     if url is None:
         return optuna.storages.InMemoryStorage()
     url = database_url(absolute_sqlite_url(url), "hydra.sweeper.storage")  # postgresql://: the installed driver
     if url.startswith("sqlite"):
-        from .tracking import tune_sqlite
-
         tune_sqlite()
         engine_kwargs: Dict[str, Any] = {"connect_args": {"timeout": 60}}  # wait on the file lock, not fail
     else:

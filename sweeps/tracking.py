@@ -2,6 +2,10 @@
 run per trial. Everything goes through one MlflowClient with explicit run ids (no global
 "active run"), metrics are sent in batches, and every call is retried with backoff so a
 tracking server that restarts loses nothing.
+
+MLflow is imported on the client's first use, not with this module: importing it takes seconds,
+and a relaunch starts training first (its parent run is reopened by ``adapter.reopen_run``), so
+the import runs on the finisher thread while the first batch trains.
 """
 from __future__ import annotations
 
@@ -10,18 +14,20 @@ import functools
 import logging
 import os
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
+import threading
+from typing import TYPE_CHECKING, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 from urllib.parse import unquote, urlparse
-
-from mlflow.entities import Metric, Param, RunTag
-from mlflow.exceptions import MlflowException
-from mlflow.tracking import MlflowClient
 
 from . import adapter
 from .db_urls import redact_url, tracking_uri  # noqa: F401 (redact_url: re-exported)
+from .sqlite_pragmas import tune_sqlite
+
+if TYPE_CHECKING:
+    from mlflow.entities import Metric, RunTag
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +47,7 @@ TAG_RESEED_OF = "reseed.of_run"  # linear-compare: the run whose config was retr
 TAG_RESEED_SEED = "reseed.seed"
 
 MAX_METRICS_PER_BATCH = 1000
+SQL_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql")  # MLflow's SQL tracking stores
 _STATUS = {"COMPLETE": "FINISHED", "PRUNED": "KILLED", "FAIL": "FAILED"}
 
 
@@ -75,30 +82,6 @@ def code_version() -> Optional[str]:
         return None
 
 
-_SQLITE_TUNED = False
-
-
-def tune_sqlite() -> None:
-    """WAL journal and synchronous=NORMAL for this process's SQLite connections (MLflow's and
-    Optuna's embedded stores): readers don't block the writer, and a commit costs no fsync.
-    A crashed process loses nothing it committed; only a power cut can drop the last commits."""
-    global _SQLITE_TUNED
-    if _SQLITE_TUNED:
-        return
-    from sqlalchemy import event
-    from sqlalchemy.engine import Engine
-
-    @event.listens_for(Engine, "connect")
-    def _pragmas(dbapi_connection, _record):
-        if type(dbapi_connection).__module__.startswith("sqlite3"):
-            cursor = dbapi_connection.cursor()
-            cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.execute("PRAGMA synchronous=NORMAL")
-            cursor.close()
-
-    _SQLITE_TUNED = True
-
-
 def _retrying(fn):
     """Retry a tracking call on transient errors (locked SQLite, server restarting)."""
 
@@ -108,7 +91,9 @@ def _retrying(fn):
         for attempt in range(self.retries + 1):
             try:
                 return fn(self, *args, **kwargs)
-            except (MlflowException, OSError) as e:
+            except Exception as e:
+                if not (isinstance(e, OSError) or _is_mlflow_error(e)):
+                    raise
                 transient = isinstance(e, OSError) or any(
                     s in str(e).lower() for s in ("locked", "connection", "temporarily", "timed out", "503", "502"))
                 if not transient or attempt == self.retries:
@@ -132,13 +117,25 @@ class Tracker:
         self.uri = tracking_uri(absolute_local_uri(uri))  # postgresql://: the installed driver
         if self.uri.startswith("sqlite"):
             tune_sqlite()
-        self.client = MlflowClient(tracking_uri=self.uri)
+        self._client = None
+        self._client_lock = threading.Lock()
         self.retries, self.backoff = 6, 0.5
         self.experiment_name = experiment
         self._artifact_location = artifact_location
         self._experiment_id: Optional[str] = None
         self._artifact_root: Optional[str] = None  # the experiment's artifact location
         self._artifact_uris: Dict[str, str] = {}  # run id -> artifact URI, for runs created here
+
+    @property
+    def client(self):
+        """The MlflowClient (made, and MLflow imported, on first use; a new embedded store then
+        runs its schema migrations)."""
+        with self._client_lock:
+            if self._client is None:
+                from mlflow.tracking import MlflowClient
+
+                self._client = MlflowClient(tracking_uri=self.uri)
+            return self._client
 
     @classmethod
     def from_config(cls, tracking_cfg) -> "Tracker":
@@ -162,7 +159,7 @@ class Tracker:
                     self._experiment_id = self.client.create_experiment(
                         self.experiment_name, artifact_location=location,
                         tags={"mlflow.experimentKind": "custom_model_development"})
-                except MlflowException:  # another worker created it first
+                except _mlflow_exception():  # another worker created it first
                     self._experiment_id = self.client.get_experiment_by_name(self.experiment_name).experiment_id
             else:
                 if exp.lifecycle_stage == "deleted":
@@ -177,6 +174,8 @@ class Tracker:
 
     @_retrying
     def create_run(self, name: str, tags: Mapping[str, str], params: Optional[Mapping] = None) -> str:
+        from mlflow.entities import Param
+
         run = self.client.create_run(self.experiment_id, run_name=name, tags=_run_tags(tags))
         self._artifact_uris[run.info.run_id] = run.info.artifact_uri
         if params:
@@ -244,11 +243,26 @@ class Tracker:
         adapter.end_runs(self._sql_store(), statuses, int(time.time() * 1000))
 
     @_retrying
-    def reopen_run(self, run_id: str) -> None:
+    def reopen_run(self, run_id: str) -> str:
+        """Set a finished run RUNNING again: "reopened", "missing" or "deleted" (in the trash).
+        On a SQL store, written straight in its database: MLflow is not imported for it."""
+        if self.uri.split(":", 1)[0].split("+", 1)[0] in SQL_SCHEMES:
+            return adapter.reopen_run(self.uri, run_id)
+        try:
+            run = self.client.get_run(run_id)
+        except _mlflow_exception() as e:
+            if e.error_code != "RESOURCE_DOES_NOT_EXIST":
+                raise
+            return "missing"
+        if run.info.lifecycle_stage != "active":
+            return "deleted"
         self.client.update_run(run_id, status="RUNNING")
+        return "reopened"
 
     @_retrying
     def set_tags(self, run_id: str, tags: Mapping[str, object]) -> None:
+        from mlflow.entities import RunTag
+
         self.client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
 
     @_retrying
@@ -261,6 +275,8 @@ class Tracker:
 
     # ------------------------------------------------------------------ metrics and artifacts
     def log_metrics(self, run_id: str, values: Mapping[str, float], step: int = 0) -> None:
+        from mlflow.entities import Metric
+
         now = int(time.time() * 1000)
         self._log_metric_objects(run_id, [Metric(k, float(v), now, step) for k, v in values.items()])
 
@@ -296,6 +312,8 @@ class Tracker:
         adapter.log_records(self._sql_store(), records)
 
     def _log_metric_objects(self, run_id: str, metrics: Sequence[Metric], tags: Optional[Mapping] = None) -> None:
+        from mlflow.entities import RunTag
+
         run_tags = [RunTag(k, str(v)) for k, v in (tags or {}).items()]
         for start in range(0, max(len(metrics), 1 if run_tags else 0), MAX_METRICS_PER_BATCH):
             self._log_batch(run_id, metrics[start:start + MAX_METRICS_PER_BATCH], run_tags if start == 0 else [])
@@ -306,6 +324,8 @@ class Tracker:
 
     @_retrying
     def log_params(self, run_id: str, params: Mapping[str, object]) -> None:
+        from mlflow.entities import Param
+
         self.client.log_batch(run_id, params=[Param(k, _param_str(v)) for k, v in params.items()])
 
     @_retrying
@@ -345,6 +365,17 @@ class Tracker:
         return self.client.download_artifacts(run_id, path, str(dst))
 
 
+def _is_mlflow_error(error: BaseException) -> bool:
+    exceptions = sys.modules.get("mlflow.exceptions")  # not loaded: no MLflow call has run
+    return exceptions is not None and isinstance(error, exceptions.MlflowException)
+
+
+def _mlflow_exception() -> type:
+    from mlflow.exceptions import MlflowException
+
+    return MlflowException
+
+
 def _param_str(v) -> str:
     return str(v)[:6000]
 
@@ -359,6 +390,8 @@ def _run_tags(tags: Mapping[str, object]) -> Dict[str, str]:
 
 def _series_metrics(series: Mapping[str, tuple]) -> List[Metric]:
     """{key: (steps, values)} as MLflow metrics, all stamped now."""
+    from mlflow.entities import Metric
+
     now = int(time.time() * 1000)
     return [Metric(key, float(v), now, int(s)) for key, (steps, values) in series.items()
             for s, v in zip(steps, values)]

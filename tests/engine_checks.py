@@ -91,7 +91,7 @@ def new_workdir(base: Path, name: str) -> Path:
         _TEMPLATE["mlflow"] = folder / "mlflow.db"
     work = base / name
     work.mkdir(parents=True)
-    # SQLite's backup API, not a file copy: in WAL mode (sweeps.tracking.tune_sqlite, once any test
+    # SQLite's backup API, not a file copy: in WAL mode (sweeps.sqlite_pragmas.tune_sqlite, once any test
     # of this process has run it) the last migrations may still sit in mlflow.db-wal.
     with sqlite3.connect(_TEMPLATE["mlflow"]) as src, sqlite3.connect(work / "mlflow.db") as dst:
         src.backup(dst)

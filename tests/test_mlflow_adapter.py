@@ -99,3 +99,41 @@ def test_what_a_bulk_write_refuses_is_written_one_at_a_time_and_fails_alone(tmp_
     first, second = tracker.log_records(records)  # the bulk write fails; one at a time, one fails
     assert first is None and isinstance(second, mlflow.exceptions.MlflowException)
     assert tracker.get_run(run_id).data.metrics == {"val_acc": 0.5}
+
+
+def _check_reopen(tracker: Tracker, missing_db_url: str) -> None:
+    """adapter.reopen_run against MlflowClient.update_run(status="RUNNING") on two twin runs."""
+    client = tracker.client
+    twins = [tracker.create_run("study", {"linear_sweeps.role": "study"}, {"n_trials": 4}) for _ in range(2)]
+    tracker.end_runs({run_id: "KILLED" for run_id in twins})
+    client.update_run(twins[0], status="RUNNING")
+    assert adapter.reopen_run(tracker.uri, twins[1]) == "reopened"
+    assert _view(client, twins[0]) == _view(client, twins[1])
+    assert client.get_run(twins[1]).info.status == "RUNNING"
+    assert adapter.reopen_run(tracker.uri, "0" * 32) == "missing"
+    client.delete_run(twins[1])
+    assert adapter.reopen_run(tracker.uri, twins[1]) == "deleted"
+    assert adapter.reopen_run(missing_db_url, twins[0]) == "missing"
+
+
+def test_reopening_a_run_equals_the_public_client_on_sqlite(tmp_path):
+    tracker = Tracker(f"sqlite:///{tmp_path}/mlflow.db", "adapter", str(tmp_path / "artifacts"))
+    missing = tmp_path / "gone.db"
+    _check_reopen(tracker, f"sqlite:///{missing}")
+    assert not missing.exists()  # looking for a run creates no database
+
+
+def test_reopening_a_run_equals_the_public_client_on_postgres(pg_url, tmp_path):
+    _check_reopen(Tracker(pg_url, "adapter", str(tmp_path / "artifacts")), f"sqlite:///{tmp_path}/gone.db")
+
+
+def test_a_tracker_imports_mlflow_on_its_first_call_only():
+    import subprocess
+    import sys
+
+    code = ("import sys, tempfile; from sweeps.tracking import Tracker; import sweeps.engine.loop\n"
+            "t = Tracker('sqlite:///' + tempfile.mkdtemp() + '/m.db', 'e')\n"
+            "assert 'mlflow' not in sys.modules, 'imported early'\n"
+            "t.experiment_id; assert 'mlflow' in sys.modules\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]

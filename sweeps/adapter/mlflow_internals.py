@@ -4,9 +4,11 @@ from __future__ import annotations
 import math
 import uuid
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence, Tuple
+from pathlib import Path
+from typing import TYPE_CHECKING, Dict, List, Optional, Sequence, Tuple
 
-from mlflow.entities import Metric
+if TYPE_CHECKING:  # importing MLflow takes seconds: a launch reopens its parent run without it
+    from mlflow.entities import Metric
 
 # # MLflow's public API writes one run per request: creating a run, logging its params, its metrics
 # and ending it are four transactions each (about 15 ms a trial on SQLite). On a SQL tracking
@@ -19,6 +21,7 @@ USER_TAG = "mlflow.user"
 _MAX_FLOAT = 1.7976931348623157e308
 _RUN_COLUMNS = ("run_uuid", "name", "artifact_uri", "experiment_id", "source_type", "source_name", "entry_point_name",
                 "user_id", "status", "start_time", "end_time", "deleted_time", "source_version", "lifecycle_stage")
+_RUNS_TABLE = "runs"  # SqlRun's table: reopen_run writes it without importing MLflow
 MAX_KEY, MAX_VALUE = 250, 8000  # the tables' column sizes (MLflow's own client checks the same)
 
 
@@ -180,6 +183,32 @@ def end_runs(store, statuses: Dict[str, str], end_time: int) -> None:
             conn.execute(runs_t.update().where(runs_t.c.run_uuid.in_(ids)).values(status=status, end_time=end_time))
 
 
+def reopen_run(db_url: str, run_id: str) -> str:
+    """Set a run RUNNING again, straight in the tracking database (``update_run(status=RUNNING)``
+    without importing MLflow: a relaunch trains before MLflow has loaded). Returns "reopened",
+    "missing" (no such run, or no such database) or "deleted" (the run is in the trash).
+    ``db_url``: a SQLAlchemy URL with its driver (``db_urls.tracking_uri``)."""
+    import sqlalchemy as sa
+
+    if db_url.startswith("sqlite:///") and not Path(db_url[len("sqlite:///"):]).is_file():
+        return "missing"  # connecting would create an empty database file
+    engine = sa.create_engine(db_url, poolclass=sa.pool.NullPool)
+    try:
+        with engine.begin() as conn:
+            if not sa.inspect(conn).has_table(_RUNS_TABLE):
+                return "missing"
+            found = conn.execute(sa.text(f"SELECT lifecycle_stage FROM {_RUNS_TABLE} WHERE run_uuid = :id"),
+                                 {"id": run_id}).first()
+            if found is None:
+                return "missing"
+            if found[0] != "active":
+                return "deleted"
+            conn.execute(sa.text(f"UPDATE {_RUNS_TABLE} SET status = 'RUNNING' WHERE run_uuid = :id"), {"id": run_id})
+            return "reopened"
+    finally:
+        engine.dispose()
+
+
 def mlflow_canary_problems() -> List[str]:
     """What this MLflow release lacks of what the adapter relies on ([] when all is there)."""
     problems: List[str] = []
@@ -190,6 +219,8 @@ def mlflow_canary_problems() -> List[str]:
         m = _models()
     except ImportError as e:
         return [f"mlflow.store.tracking.dbmodels.models: {e}"]
+    if getattr(getattr(m, "SqlRun", None), "__tablename__", _RUNS_TABLE) != _RUNS_TABLE:
+        problems.append(f"SqlRun's table is no longer {_RUNS_TABLE!r}")
     for name, columns in expected.items():
         model: Optional[type] = getattr(m, name, None)
         if model is None:

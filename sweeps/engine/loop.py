@@ -19,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ..data import load_data, resolve_device
 from ..search_space import plan_sweep
-from ..storage import make_storage
+from ..storage import import_storage_modules, make_storage
 from ..study import check_sampler_space, grid_size
 from ..tracking import Tracker, redact_url
 from .cells import Cell, CellComposer, check_fits_data
@@ -53,6 +53,7 @@ class SweepLoop:
         plan = plan_sweep(self.options.params, arguments, conditions=self.options.conditions)
         check_sampler_space(self.options.sampler, plan.search_space, plan.conditions)
         cells = self.composer.cells(plan)  # every cell composed and checked before any store exists
+        import_storage_modules(self.options.storage)  # while the prefetch thread loads the data
         self._load_data(cells)
         finisher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="finish-trials")
         switch_interval = sys.getswitchinterval()
@@ -97,9 +98,7 @@ class SweepLoop:
         """Open the stores and the studies (the cells' data is loaded and checked already)."""
         o = self.options
         storage = make_storage(o.storage, o.heartbeat_interval, o.grace_seconds)
-        trackers = [self._tracker(c.base) for c in cells]
-        for tracker in trackers:
-            tracker.open_store()
+        trackers = [self._tracker(c.base) for c in cells]  # MLflow is imported on their first use
         for i, (cell, tracker) in enumerate(zip(cells, trackers)):
             n_trials = min(o.n_trials, grid_size(cell.plan.search_space)) if o.sampler == "grid" else o.n_trials
             seed = o.seed if o.seed is not None else int(cell.base.seed)

@@ -111,17 +111,17 @@ def parent_run_tags(study_name: str, options: SweeperOptions, cell: Cell, n_tria
 
 def reopen_parent(study: optuna.Study, tracker: Tracker, parent_id: str, storage_url: Optional[str]) -> None:
     """Reopen the study's MLflow parent run; a clear error if the tracking store lacks it."""
-    from mlflow.exceptions import MlflowException
-
-    try:
-        tracker.reopen_run(parent_id)
-    except MlflowException as e:
-        if e.error_code != "RESOURCE_DOES_NOT_EXIST":
-            raise
-        raise SweepError(
-            f"study {study.study_name!r} in the Optuna storage {redact_url(storage_url)} records its "
-            f"trials in MLflow run {parent_id}, which the tracking store {redact_url(tracker.uri)} does not "
-            f"have: the two stores are out of sync (was the MLflow store deleted, or MLFLOW_TRACKING_URI / "
-            f"tracking.uri changed?). Point tracking.uri at the store this study started with, or start "
-            f"a new study: hydra.sweeper.study_name=<new name>, or delete this one from the Optuna "
-            f"storage.") from None
+    found = tracker.reopen_run(parent_id)
+    if found == "reopened":
+        return
+    where = (f"study {study.study_name!r} in the Optuna storage {redact_url(storage_url)} records its trials in "
+             f"MLflow run {parent_id}")
+    if found == "deleted":
+        raise SweepError(f"{where}, which is deleted in the tracking store {redact_url(tracker.uri)}: restore it "
+                         f"(mlflow runs restore --run-id {parent_id}), or start a new study: "
+                         f"hydra.sweeper.study_name=<new name>")
+    raise SweepError(
+        f"{where}, which the tracking store {redact_url(tracker.uri)} does not have: the two stores are out of "
+        f"sync (was the MLflow store deleted, or MLFLOW_TRACKING_URI / tracking.uri changed?). Point "
+        f"tracking.uri at the store this study started with, or start a new study: "
+        f"hydra.sweeper.study_name=<new name>, or delete this one from the Optuna storage.")

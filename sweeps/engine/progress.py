@@ -68,6 +68,7 @@ class LaunchStats:
     started: float = field(default_factory=time.perf_counter)
     started_at: float = field(default_factory=time.time)
     trained_at: float = field(default_factory=time.time)
+    first_train_at: Optional[float] = None  # when this launch's first batch of the study began training
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def count(self, failed: bool, train: float = 0.0, tracking: float = 0.0, bookkeeping: float = 0.0) -> None:
@@ -85,6 +86,10 @@ class LaunchStats:
             if part:
                 self.seconds[f"{part}_seconds"] += seconds
 
+    def training_starts(self) -> None:
+        if self.first_train_at is None:
+            self.first_train_at = time.time()
+
     def failure_rate_exceeded(self, n_trials: int, max_rate: float) -> bool:
         return self.trials_run >= min(5, n_trials) and self.failed / self.trials_run > max_rate
 
@@ -92,4 +97,5 @@ class LaunchStats:
         return {"trials_run": self.trials_run, "batch_size": batch_size, "wall_seconds": round(wall, 3),
                 **{k: round(v, 3) for k, v in self.seconds.items()}, "finalize_seconds": round(finalize, 3),
                 "started_at": round(self.started_at, 3), "trained_at": round(self.trained_at, 3),
+                "first_train_at": None if self.first_train_at is None else round(self.first_train_at, 3),
                 "ended_at": round(time.time(), 3)}

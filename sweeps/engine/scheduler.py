@@ -63,6 +63,8 @@ class Scheduler:
         for session in round_:
             by_tracker.setdefault(id(session.tracker), []).append(session)
         for members in by_tracker.values():
+            for session in members:
+                session.stats.training_starts()
             union = [e.spec for s in members for e in round_[s]]
             outcomes = iter(run_trials(union, members[0].tracker, report_intermediate=self.options.pruner != "none",
                                        should_prune=lambda t: t.should_prune(), executor=self.finisher,
@@ -73,6 +75,7 @@ class Scheduler:
     def _finalize(self, session: StudySession) -> Dict[str, Any]:
         """On the finisher, after the study's last tell: its summary, with this launch's figures."""
         session.close()
+        session.reconciled.result()  # done (queued before this job): a repair that failed fails the study
         wall = time.perf_counter() - session.stats.started
         summary = finalize_study(session)
         summary["this_launch"] = session.stats.as_dict(session.batch_size, wall,

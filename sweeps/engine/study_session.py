@@ -70,11 +70,10 @@ class StudySession:
         done = sum(t.state.is_finished() for t in counted_trials(self.study.get_trials(deepcopy=False)))
         self.progress = Progress(self.name, self.n_trials, done, options.progress_bar, position)
         self.ledger.on_settled = lambda n: self.progress.update(n, lambda: best_value(self.study))
-        with study_lock(self.storage, self.name):
-            self.ledger.reconcile()
         log.info("study %s: %d/%d trials done", self.name, done, self.n_trials)
         self.state = SessionState.ASKING
-        self.pending: List[Future] = []  # this study's jobs on the finisher, in order
+        self.reconciled: Optional[Future] = None  # see _start_reconcile
+        self.pending: List[Future] = []  # this study's recordings and tells on the finisher, in order
         self.summary: Optional[Future] = None
         self._waiting_since: Optional[float] = None
         # A trial is stale after grace_period s without a beat: checking every batch (a scan
@@ -86,6 +85,18 @@ class StudySession:
     @property
     def name(self) -> str:
         return self.study.study_name
+
+    def _start_reconcile(self) -> Future:
+        """Repair, on the finisher, the runs a crashed launch left RUNNING: queued before this
+        launch's first run is created, so it (and MLflow's import) overlaps the first training."""
+        if self.reconciled is None:
+            self.reconciled = self.finisher.submit(self._reconcile)
+        return self.reconciled
+
+    def _reconcile(self) -> None:
+        self.tracker.open_store()  # MLflow's import, outside the study lock: asks go on meanwhile
+        with study_lock(self.storage, self.name):
+            self.ledger.reconcile()
 
     # ------------------------------------------------------------------ asking
     def next_batch(self) -> List[TrialEntry]:
@@ -99,6 +110,7 @@ class StudySession:
                              f"more than hydra.sweeper.max_failure_rate={self.options.max_failure_rate}; see "
                              f"the 'failure_reason' tag of the failed runs")
         entries = self._ask()
+        self._start_reconcile()
         if entries:
             self.state, self._waiting_since = SessionState.ASKING, None
             return self._prepare(entries)
@@ -235,7 +247,7 @@ class StudySession:
                 raise
             return
         try:
-            for future in self.pending:
+            for future in [f for f in (self.reconciled,) if f is not None] + self.pending:
                 try:
                     future.result(timeout=max(0.0, deadline - time.monotonic()))
                 except Exception:  # noqa: BLE001 -- that trial is aborted below
