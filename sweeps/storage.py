@@ -40,6 +40,15 @@ def absolute_sqlite_url(url: str) -> str:
     return url
 
 
+def holds_no_study(url: Optional[str]) -> bool:
+    """Whether the storage surely has no study yet (in memory, or an SQLite file not yet made):
+    every study of the launch is new, and its MLflow parent run is created before training."""
+    if url is None:
+        return True
+    url = absolute_sqlite_url(url)
+    return url.startswith("sqlite:////") and not Path(url[len("sqlite:///"):].split("?", 1)[0]).exists()
+
+
 def import_storage_modules(url: Optional[str]) -> None:
     """Import what opening an RDB storage needs (SQLAlchemy's ORM, Alembic: about 0.4 s), with
     nothing connected or created: a launch does it while its data loads in the background."""

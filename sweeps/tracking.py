@@ -3,9 +3,7 @@ run per trial. Everything goes through one MlflowClient with explicit run ids (n
 "active run"), metrics are sent in batches, and every call is retried with backoff so a
 tracking server that restarts loses nothing.
 
-MLflow is imported on the client's first use, not with this module: importing it takes seconds,
-and a relaunch starts training first (its parent run is reopened by ``adapter.reopen_run``), so
-the import runs on the finisher thread while the first batch trains.
+MLflow is imported on the client's first use, not with this module (see mlflow_import.py).
 """
 from __future__ import annotations
 
@@ -14,7 +12,6 @@ import functools
 import logging
 import os
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -24,6 +21,7 @@ from urllib.parse import unquote, urlparse
 
 from . import adapter
 from .db_urls import redact_url, tracking_uri  # noqa: F401 (redact_url: re-exported)
+from .mlflow_import import is_mlflow_error, mlflow_exception
 from .sqlite_pragmas import tune_sqlite
 
 if TYPE_CHECKING:
@@ -92,7 +90,7 @@ def _retrying(fn):
             try:
                 return fn(self, *args, **kwargs)
             except Exception as e:
-                if not (isinstance(e, OSError) or _is_mlflow_error(e)):
+                if not (isinstance(e, OSError) or is_mlflow_error(e)):
                     raise
                 transient = isinstance(e, OSError) or any(
                     s in str(e).lower() for s in ("locked", "connection", "temporarily", "timed out", "503", "502"))
@@ -159,7 +157,7 @@ class Tracker:
                     self._experiment_id = self.client.create_experiment(
                         self.experiment_name, artifact_location=location,
                         tags={"mlflow.experimentKind": "custom_model_development"})
-                except _mlflow_exception():  # another worker created it first
+                except mlflow_exception():  # another worker created it first
                     self._experiment_id = self.client.get_experiment_by_name(self.experiment_name).experiment_id
             else:
                 if exp.lifecycle_stage == "deleted":
@@ -250,7 +248,7 @@ class Tracker:
             return adapter.reopen_run(self.uri, run_id)
         try:
             run = self.client.get_run(run_id)
-        except _mlflow_exception() as e:
+        except mlflow_exception() as e:
             if e.error_code != "RESOURCE_DOES_NOT_EXIST":
                 raise
             return "missing"
@@ -363,17 +361,6 @@ class Tracker:
     @_retrying
     def download_artifact(self, run_id: str, path: str, dst) -> str:
         return self.client.download_artifacts(run_id, path, str(dst))
-
-
-def _is_mlflow_error(error: BaseException) -> bool:
-    exceptions = sys.modules.get("mlflow.exceptions")  # not loaded: no MLflow call has run
-    return exceptions is not None and isinstance(error, exceptions.MlflowException)
-
-
-def _mlflow_exception() -> type:
-    from mlflow.exceptions import MlflowException
-
-    return MlflowException
 
 
 def _param_str(v) -> str:

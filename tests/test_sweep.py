@@ -10,7 +10,7 @@ import pytest
 import yaml
 from optuna.trial import TrialState
 
-from sweep_helpers import load_study, mlflow_client, run_sweep, trial_runs
+from sweep_helpers import HOOKS, REPO, load_study, mlflow_client, run_sweep, trial_runs
 
 pytestmark = pytest.mark.slow
 
@@ -132,6 +132,21 @@ def test_resume_runs_only_missing_trials(tmp_path):
     # Rerunning a finished study runs nothing new.
     run_sweep(work, "hydra.sweeper.n_trials=5")
     assert len(load_study(work, EXPERIMENT).trials) == 5
+
+
+def test_a_relaunch_trains_before_mlflow_has_loaded(tmp_path):
+    """On existing stores MLflow is not on the path to the first training step: its import ends
+    after the first batch started training (it runs on the finisher meanwhile)."""
+    work = tmp_path / "work"
+    run_sweep(work, "hydra.sweeper.n_trials=2", "hydra.sweeper.batch_size=2")
+    log = tmp_path / "mlflow-import.txt"
+    env = {"PYTHONPATH": f"{HOOKS}{os.pathsep}{REPO}", "LINEAR_SWEEPS_TEST_IMPORT_LOG": str(log)}
+    run_sweep(work, "hydra.sweeper.n_trials=4", "hydra.sweeper.batch_size=2", env=env)
+    (study,) = yaml.safe_load((work / "multirun" / "optimization_results.yaml").read_text())["studies"]
+    import_started, import_ended = map(float, log.read_text().split())
+    assert study["this_launch"]["trials_run"] == 2
+    assert import_ended > study["this_launch"]["first_train_at"] > 0
+    assert_states_agree(load_study(work, EXPERIMENT), mlflow_client(work))
 
 
 def test_study_whose_tracking_store_was_deleted_is_refused_clearly(tmp_path):

@@ -19,8 +19,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from ..data import load_data, resolve_device
 from ..search_space import plan_sweep
-from ..storage import import_storage_modules, make_storage
+from ..storage import holds_no_study, import_storage_modules, make_storage
 from ..study import check_sampler_space, grid_size
+from ..mlflow_import import import_mlflow_in_background
 from ..tracking import Tracker, redact_url
 from .cells import Cell, CellComposer, check_fits_data
 from .finalize import link_results, write_results
@@ -54,6 +55,8 @@ class SweepLoop:
         check_sampler_space(self.options.sampler, plan.search_space, plan.conditions)
         cells = self.composer.cells(plan)  # every cell composed and checked before any store exists
         import_storage_modules(self.options.storage)  # while the prefetch thread loads the data
+        if holds_no_study(self.options.storage):  # new studies create their parent runs right away
+            import_mlflow_in_background()
         self._load_data(cells)
         finisher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="finish-trials")
         switch_interval = sys.getswitchinterval()

@@ -4,6 +4,7 @@ the same, so a relaunch without them resumes the same study).
 
 LINEAR_SWEEPS_TEST_SLOW_TRAIN=S  sleep S seconds at each check point of the batched trainer
 LINEAR_SWEEPS_TEST_SLOW_RECORD=S sleep S seconds per trial before a batch's metrics are logged
+LINEAR_SWEEPS_TEST_IMPORT_LOG=PATH  when `import mlflow` ran (see the end of this file)
 """
 import os
 import time
@@ -35,3 +36,31 @@ if _record:
         return _log_records(self, records, *args, **kwargs)
 
     sweeps.tracking.Tracker.log_records = _slow_log_records
+
+_import_log = os.environ.get("LINEAR_SWEEPS_TEST_IMPORT_LOG")
+if _import_log:
+    # LINEAR_SWEEPS_TEST_IMPORT_LOG=PATH: write "<start> <end>" (time.time()) of `import mlflow` to PATH.
+    import importlib.abc
+    import importlib.util
+    import sys
+
+    class _TimedMlflowImport(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path, target=None):
+            if name != "mlflow":
+                return None
+            sys.meta_path.remove(self)
+            spec = importlib.util.find_spec(name)
+            run = spec.loader.exec_module
+
+            def exec_module(module):
+                start = time.time()
+                try:
+                    run(module)
+                finally:
+                    with open(_import_log, "w") as fh:
+                        fh.write(f"{start} {time.time()}")
+
+            spec.loader.exec_module = exec_module
+            return spec
+
+    sys.meta_path.insert(0, _TimedMlflowImport())
