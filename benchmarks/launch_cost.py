@@ -14,35 +14,22 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 
-import yaml
-
-REPO = Path(__file__).resolve().parents[1]
+from sweep_process import REPO, run_sweeps
 DEFAULT_ARCHIVE = REPO.parent / "shared" / "datasets" / "cifar10-jpeg.tar.gz"
 
 
 def launch(work: Path, n_trials: int, sampler: str, archive: Path, index: int) -> dict:
-    sweep_dir = work / f"multirun-{index}"
-    cmd = [sys.executable, "-m", "sweeps", "--multirun", "loss=softmax", f"sweep={sampler}",
-           f"hydra.sweeper.n_trials={n_trials}", "model.num_iters=20", "eval_every=20", "dataset=image_folder",
-           f"dataset.root={archive}", "hydra.sweeper.progress_bar=false", f"hydra.sweep.dir={sweep_dir}"]
-    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{work}/mlflow.db", "PYTHONPATH": str(REPO)}
-    start_at = time.time()
-    proc = subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True)
-    wall = time.time() - start_at
-    if proc.returncode != 0:
-        raise RuntimeError(f"launch {index} failed:\n{proc.stderr[-3000:]}")
-    (study,) = yaml.safe_load((sweep_dir / "optimization_results.yaml").read_text())["studies"]
+    args = ["loss=softmax", f"sweep={sampler}", f"hydra.sweeper.n_trials={n_trials}", "model.num_iters=20",
+            "eval_every=20", "dataset=image_folder", f"dataset.root={archive}"]
+    run = run_sweeps(args, work, work / f"multirun-{index}", what=f"launch {index}")
+    (study,) = run["studies"]
     first = study["this_launch"].get("first_train_at")
-    return {"n_trials": n_trials, "wall_seconds": wall,
-            "to_first_step_seconds": None if first is None else first - start_at}
+    return {"n_trials": n_trials, "wall_seconds": run["wall_seconds"],
+            "to_first_step_seconds": None if first is None else first - run["start_at"]}
 
 
 def main(argv=None) -> dict:

@@ -35,7 +35,7 @@ from pathlib import Path
 
 import yaml
 
-REPO = Path(__file__).resolve().parents[1]
+from sweep_process import REPO, run_sweeps
 DEFAULT_ARCHIVE = REPO.parent / "shared" / "datasets" / "cifar10-jpeg.tar.gz"
 DEFAULT_VENV = REPO / "benchmarks" / ".peer-venv"
 PEER_APP = REPO / "benchmarks" / "peer_app" / "peer_app.py"
@@ -161,19 +161,13 @@ def run_peer(python: str, loss: str, trials: int, iters: int, archive: Path, set
 
 def run_linear_sweep(trials: int, iters: int, archive: Path, work: Path, extra=()) -> dict:
     """``python -m sweeps --multirun loss=svm,softmax sweep=tpe``, as benchmarks/e2e_sweep.py runs it."""
-    cmd = [sys.executable, "-m", "sweeps", "--multirun", "loss=svm,softmax", "sweep=tpe",
-           f"hydra.sweeper.n_trials={trials}", f"model.num_iters={iters}", "model.batch_size=200",
-           "dataset=image_folder", f"dataset.root={archive}", "hydra.sweeper.progress_bar=false",
-           f"hydra.sweep.dir={work}/multirun", *extra]
-    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{work}/mlflow.db", "PYTHONPATH": str(REPO)}
-    start = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True)
-    wall = time.perf_counter() - start
-    if proc.returncode != 0:
-        raise RuntimeError(f"linear-sweep failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
-    studies = yaml.safe_load((work / "multirun" / "optimization_results.yaml").read_text())["studies"]
+    args = ["loss=svm,softmax", "sweep=tpe", f"hydra.sweeper.n_trials={trials}", f"model.num_iters={iters}",
+            "model.batch_size=200", "dataset=image_folder", f"dataset.root={archive}", *extra]
+    run = run_sweeps(args, work, work / "multirun", what="linear-sweep")
+    studies = run["studies"]
     launches = [s["this_launch"] for s in studies]
-    return {"tool": "linear-sweep", "command": " ".join(cmd[1:]), "wall_seconds": wall, "trials": 2 * trials,
+    return {"tool": "linear-sweep", "command": " ".join(run["command"][1:]), "wall_seconds": run["wall_seconds"],
+            "trials": 2 * trials,
             "started_seconds": max(l["ended_at"] for l in launches) - min(l["started_at"] for l in launches),
             "best_val_acc": _best_by_loss((s["study_name"], s.get("best_val_acc")) for s in studies)}
 

@@ -17,16 +17,10 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 
-import yaml
-
-REPO = Path(__file__).resolve().parents[1]
+from sweep_process import REPO, run_sweeps
 DEFAULT_ARCHIVE = REPO.parent / "shared" / "datasets" / "cifar10-jpeg.tar.gz"
 PHASES = ("ask_seconds", "create_run_seconds", "tracking_seconds", "tell_seconds", "finalize_seconds")
 
@@ -56,17 +50,11 @@ def run_once(n: int, sampler: str, archive: Path, extra, keep: Path = None) -> d
     with tempfile.TemporaryDirectory(prefix="scale-") as tmp:
         work = str(keep / f"{sampler}-{n}") if keep else tmp
         Path(work).mkdir(parents=True, exist_ok=True)
-        cmd = [sys.executable, "-m", "sweeps", "--multirun", "loss=softmax", *sampler_overrides(sampler, n),
-               f"hydra.sweeper.n_trials={n}", "model.num_iters=20", "eval_every=20", "dataset=image_folder",
-               f"dataset.root={archive}", "hydra.sweeper.progress_bar=false", f"hydra.sweep.dir={work}/multirun",
-               *extra]
-        env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{work}/mlflow.db", "PYTHONPATH": str(REPO)}
-        start_at, start = time.time(), time.perf_counter()
-        proc = subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True)
-        wall = time.perf_counter() - start
-        if proc.returncode != 0:
-            raise RuntimeError(f"sweep of {n} trials failed:\n{proc.stderr[-3000:]}")
-        (study,) = yaml.safe_load((Path(work) / "multirun" / "optimization_results.yaml").read_text())["studies"]
+        args = ["loss=softmax", *sampler_overrides(sampler, n), f"hydra.sweeper.n_trials={n}", "model.num_iters=20",
+                "eval_every=20", "dataset=image_folder", f"dataset.root={archive}", *extra]
+        run = run_sweeps(args, Path(work), Path(work) / "multirun", what=f"sweep of {n} trials")
+        start_at, wall = run["start_at"], run["wall_seconds"]
+        (study,) = run["studies"]
         launch = study["this_launch"]
         disk = folder_bytes(Path(work) / "mlartifacts") + sum(
             (Path(work) / f).stat().st_size for f in ("mlflow.db", "optuna.db") if (Path(work) / f).exists())
