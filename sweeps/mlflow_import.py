@@ -15,8 +15,11 @@ def import_mlflow_in_background() -> threading.Thread:
     """Import MLflow's client and SQL store (seconds of Python) in a daemon thread: started while
     a launch's data loads, when its studies are new and their parent runs are created at once."""
     def load() -> None:
-        import mlflow.store.tracking.sqlalchemy_store  # noqa: F401
         import mlflow.tracking  # noqa: F401
+
+        from . import adapter
+
+        adapter.import_sql_store()
 
     thread = threading.Thread(target=load, name="import-mlflow", daemon=True)
     thread.start()

@@ -51,6 +51,11 @@ def sql_store(client):
     return store if isinstance(store, SqlAlchemyStore) else None
 
 
+def import_sql_store() -> None:
+    """Import MLflow's SQL tracking store (a client imports it on its first call to a SQL store)."""
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore  # noqa: F401
+
+
 def _models():
     from mlflow.store.tracking.dbmodels import models
 
