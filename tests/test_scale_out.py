@@ -23,13 +23,15 @@ import pytest
 from optuna.trial import TrialState
 
 from pg import pg_server, pg_url, start_mlflow_server  # noqa: F401  (fixtures)
-from sweep_helpers import QUICK, REPO, dataset
+from sweep_helpers import QUICK, REPO, dataset, slow_env
 
 STUDY = "team"
 GRID = ["sweep=grid", "hydra.sweeper.batch_size=1", "hydra.sweeper.grace_period=5",
         "hydra.sweeper.progress_bar=false", "tracking.log_images=false"]
-# Slow enough (about 3 s a trial on one core) to kill a worker or restart the server mid-sweep.
-SLOW = ["model.num_iters=8000", "eval_every=500"]
+# Slow enough (about 3 s a trial) to kill a worker or restart the server mid-sweep: the trainer
+# sleeps at each of its 16 check points (tests/hooks), leaving the cores to the other tests.
+SLOW = ["model.num_iters=800", "eval_every=50"]
+SLOW_ENV = slow_env(train=0.2)
 
 
 @pytest.fixture(scope="module")
@@ -50,6 +52,7 @@ class Worker:
     """One `python -m sweeps --multirun` process; output in a log file."""
 
     def __init__(self, index: int, tmp: Path, images: Path, overrides: List[str]):
+        slow = SLOW[0] in overrides
         self.index = index
         self.log_path = tmp / f"worker{index}.log"
         workdir = tmp / f"worker{index}"
@@ -59,7 +62,7 @@ class Worker:
                 *overrides]
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(args, cwd=workdir, stdout=log, stderr=subprocess.STDOUT,
-                                         env={**os.environ, "PYTHONPATH": str(REPO)})
+                                         env={**os.environ, **(SLOW_ENV if slow else slow_env())})
 
     def wait(self, timeout: float) -> int:
         try:
@@ -211,7 +214,7 @@ def test_killed_worker_trial_is_failed_killed_and_retried_once(pg_url, mlflow_se
 @pytest.mark.postgres
 @pytest.mark.slow
 def test_tracking_server_restart_mid_sweep_loses_nothing(pg_url, mlflow_server, start_workers):  # noqa: F811
-    n, num_iters, loss_every = 4, 8000, 10
+    n, num_iters, loss_every = 4, 800, 10
     workers = start_workers(2, pg_url, mlflow_server.uri, "server-restart",
                             f"hydra.sweeper.n_trials={n}", *SLOW, f"tracking.loss_every={loss_every}")
     poll(lambda: trial_states(pg_url).count(TrialState.COMPLETE) >= 1, 120, "a first COMPLETE trial")
@@ -234,7 +237,7 @@ def test_tracking_server_restart_mid_sweep_loses_nothing(pg_url, mlflow_server, 
             steps = [m.step for m in history]
             assert len(steps) == len(set(steps)), f"run {run_id}: {key} has a step recorded twice"
         assert sorted(m.step for m in client.get_metric_history(run_id, "train_loss")) == expected_loss_steps
-        assert len(client.get_metric_history(run_id, "val_acc")) == num_iters // 500
+        assert len(client.get_metric_history(run_id, "val_acc")) == num_iters // 50
         artifacts = {a.path for a in client.list_artifacts(run_id)}
         assert "weights.pt" in artifacts, artifacts
 
