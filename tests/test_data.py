@@ -12,6 +12,7 @@ import io
 import os
 import pickle
 import re
+import shutil
 import tarfile
 import threading
 import time
@@ -389,13 +390,15 @@ def test_cifar10_second_load_reads_the_cache(tmp_path, cifar_archive, monkeypatc
     second = load_cifar10(root, md5=md5, cache_dir=cache)
     _assert_same(first, second)
     files = list(cache.iterdir())
-    assert len(files) == 1 and files[0].suffix == ".npz"  # atomic write: no temp file left
+    assert [f.is_dir() for f in files] == [True]  # atomic write: no temporary folder left
+    assert sorted(p.name for p in files[0].iterdir()) == [f"{name}.npy" for name in sorted(data_cache._ARRAYS)]
+    assert isinstance(second.X_train, np.memmap)  # read without a copy
 
 
 def test_default_cache_dir_comes_from_the_environment(tmp_path, cifar_archive):
     archive, md5, _ = cifar_archive
     load_cifar10(archive, md5=md5)
-    assert [p.suffix for p in (tmp_path / "default-cache").iterdir()] == [".npz"]
+    assert [p.name.startswith("cifar10-") for p in (tmp_path / "default-cache").iterdir()] == [True]
 
 
 def test_cache_disabled_writes_nothing(tmp_path, cifar_archive):
@@ -404,12 +407,19 @@ def test_cache_disabled_writes_nothing(tmp_path, cifar_archive):
     assert not (tmp_path / "default-cache").exists()
 
 
-def test_corrupt_cache_is_ignored_and_rewritten(tmp_path, cifar_archive):
+@pytest.mark.parametrize("damage", ["an array overwritten", "an array missing", "a file in its place"])
+def test_corrupt_cache_is_ignored_and_rewritten(tmp_path, cifar_archive, damage):
     archive, md5, _ = cifar_archive
     cache = tmp_path / "cache"
     first = load_cifar10(archive, md5=md5, cache_dir=cache)
     (cache_file,) = cache.iterdir()
-    cache_file.write_bytes(b"not a zip file")
+    if damage == "an array overwritten":
+        (cache_file / "X_train.npy").write_bytes(b"not an array")
+    elif damage == "an array missing":
+        (cache_file / "y_test.npy").unlink()
+    else:
+        shutil.rmtree(cache_file)
+        cache_file.write_bytes(b"not a folder")
 
     with pytest.warns(UserWarning, match="ignoring unreadable cache file"):
         second = load_cifar10(archive, md5=md5, cache_dir=cache)
@@ -417,6 +427,7 @@ def test_corrupt_cache_is_ignored_and_rewritten(tmp_path, cifar_archive):
     third = data_cache._cache_read(cache_file)
     assert third is not None
     _assert_same(first, third)
+    assert [p.name for p in cache.iterdir()] == [cache_file.name]  # the damaged one is gone, not set aside
 
 
 def test_changed_image_invalidates_the_cache(tmp_path):

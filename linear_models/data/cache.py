@@ -1,13 +1,16 @@
-"""The decoded-array cache: one uncompressed ``.npz`` per source, keyed by its identity.
+"""The decoded-array cache: one folder of ``.npy`` files per source, keyed by its identity.
 
 A source's identity is its resolved path with the sizes and modification times of its files,
-so any change to the source decodes it again. An unreadable cache file is ignored (with a
-warning) and rewritten; writes are atomic.
+so any change to the source decodes it again. The arrays are memory-mapped when read: a load
+costs no copy and no fresh memory (the pages are the page cache's; see docs/overhead.md). An
+unreadable cache is ignored (with a warning) and rewritten; writes are atomic (a folder renamed
+into place).
 """
 from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import tempfile
 import warnings
 from pathlib import Path
@@ -22,7 +25,8 @@ __all__ = ["CACHE_ENV", "PathLike", "file_identity", "cached"]
 PathLike = Union[str, os.PathLike]
 
 CACHE_ENV = "LINEAR_SWEEPS_CACHE"
-_CACHE_VERSION = 1  # bump when the decoded arrays or the .npz layout change
+_CACHE_VERSION = 2  # bump when the decoded arrays or the cache layout change
+_ARRAYS = ("X_train", "y_train", "X_test", "y_test", "class_names")
 
 
 def file_identity(path: Path) -> str:
@@ -41,36 +45,54 @@ def _resolve_cache_dir(cache_dir: PathLike | bool | None) -> Path | None:
 
 
 def _cache_read(path: Path) -> RawDataset | None:
-    if not path.is_file():
+    """The arrays in the folder ``path`` (read-only memory maps), or None if it is missing or unreadable."""
+    if not path.exists():
         return None
     try:
-        with np.load(path, allow_pickle=False) as z:
-            return RawDataset(
-                X_train=z["X_train"], y_train=z["y_train"], X_test=z["X_test"], y_test=z["y_test"],
-                class_names=[str(name) for name in z["class_names"]],
-            )
-    except Exception as e:  # any unreadable cache (truncated zip, missing key, bad shapes) -> decode again
+        arrays = {name: np.load(path / f"{name}.npy", mmap_mode="r", allow_pickle=False) for name in _ARRAYS}
+        return RawDataset(
+            X_train=arrays["X_train"], y_train=arrays["y_train"], X_test=arrays["X_test"], y_test=arrays["y_test"],
+            class_names=[str(name) for name in arrays["class_names"]],
+        )
+    except Exception as e:  # any unreadable cache (truncated file, missing array, bad shapes) -> decode again
         warnings.warn(f"ignoring unreadable cache file {path} ({type(e).__name__}: {e}); decoding the source again")
         return None
 
 
 def _cache_write(path: Path, raw: RawDataset) -> None:
-    """Write ``raw`` to ``path`` atomically: a temporary file in the same folder, then os.replace,
-    so a concurrent or interrupted writer never leaves a half-written cache behind."""
+    """Write ``raw`` to the folder ``path`` atomically: a temporary folder beside it, renamed into
+    place, so a concurrent or interrupted writer never leaves a half-written cache behind."""
     tmp = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-        with os.fdopen(fd, "wb") as f:
-            np.savez(  # uncompressed: np.load then reads at disk/page-cache speed
-                f, X_train=raw.X_train, y_train=raw.y_train, X_test=raw.X_test, y_test=raw.y_test,
-                class_names=np.array(raw.class_names, dtype=str),
-            )
-        os.replace(tmp, path)
+        tmp = Path(tempfile.mkdtemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent))
+        arrays = {"X_train": raw.X_train, "y_train": raw.y_train, "X_test": raw.X_test, "y_test": raw.y_test,
+                  "class_names": np.array(raw.class_names, dtype=str)}
+        for name, array in arrays.items():
+            np.save(tmp / f"{name}.npy", np.ascontiguousarray(array), allow_pickle=False)
+        _replace_folder(tmp, path)
     except OSError as e:
         warnings.warn(f"could not write cache file {path} ({e}); loading will decode the source every time")
-        if tmp is not None:
-            Path(tmp).unlink(missing_ok=True)
+    finally:
+        if tmp is not None and tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _replace_folder(new: Path, path: Path) -> None:
+    """Rename ``new`` to ``path``; an unreadable cache already there is moved aside first. A
+    readable one another writer put there meanwhile wins (it holds the same arrays)."""
+    if path.exists() or path.is_symlink():
+        old = Path(tempfile.mkdtemp(prefix=path.name + ".", suffix=".old", dir=path.parent))
+        try:
+            os.replace(path, old / "cache")
+        except FileNotFoundError:
+            pass
+        shutil.rmtree(old, ignore_errors=True)
+    try:
+        os.rename(new, path)
+    except OSError:
+        if not path.is_dir():  # not a concurrent writer's folder: a real failure
+            raise
 
 
 def cached(
@@ -85,7 +107,7 @@ def cached(
     if folder is None:
         return decode()
     key = hashlib.sha256(f"{kind}\nversion={_CACHE_VERSION}\n{identity}".encode()).hexdigest()[:24]
-    path = folder / f"{kind}-{key}.npz"
+    path = folder / f"{kind}-{key}"
     raw = _cache_read(path)
     if raw is None:
         raw = decode()

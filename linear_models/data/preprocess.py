@@ -103,6 +103,19 @@ def _split_indices(raw: RawDataset, validation_ratio, seed: int, limits: dict) -
     return indices
 
 
+def _gather_rows(images: np.ndarray, idx: np.ndarray) -> torch.Tensor:
+    """images[idx] (n, H, W, C) uint8, written into memory torch allocates.
+
+    ``images`` may be a read-only memory map (the cache). numpy asks the kernel for huge pages on
+    arrays of 4 MB and more, and where transparent huge pages are on ``madvise`` a fresh one can
+    stall on memory compaction (measured: 3x slower gathers, see docs/overhead.md); torch's
+    allocator does not ask.
+    """
+    rows = torch.empty((len(idx),) + tuple(images.shape[1:]), dtype=torch.uint8)
+    np.take(images, idx, axis=0, out=rows.numpy())
+    return rows
+
+
 def _channel_mean(train: np.ndarray, subtract_mean: bool, scale: bool, dtype: torch.dtype,
                   device: torch.device) -> torch.Tensor:
     """Step 4's per-channel mean (C,) of the training rows train (n, H, W, C) uint8, in ``dtype``.
@@ -158,11 +171,11 @@ def preprocess(
     # Gather uint8 rows first: 4x less to copy (and to move to an accelerator) than floats.
     sources = {"train": raw.X_train, "val": raw.X_train, "test": raw.X_test}
     labels = {"train": raw.y_train, "val": raw.y_train, "test": raw.y_test}
-    u8 = {split: sources[split][idx] for split, idx in indices.items()}  # (n, H, W, C) uint8
-    mean = _channel_mean(u8["train"], subtract_mean, scale, dtype, device)
+    u8 = {split: _gather_rows(sources[split], idx) for split, idx in indices.items()}  # (n, H, W, C) uint8
+    mean = _channel_mean(u8["train"].numpy(), subtract_mean, scale, dtype, device)
     out = {}
     for split, idx in indices.items():  # steps 3, 5, 6 (and 4 with the mean)
-        pixels = torch.from_numpy(u8[split]).to(device)
+        pixels = u8[split].to(device)
         out[f"X_{split}"] = _features(pixels, mean, scale, subtract_mean, bias_trick, dtype)
         out[f"y_{split}"] = torch.from_numpy(labels[split][idx]).to(device)
     out["class_names"] = list(raw.class_names)
