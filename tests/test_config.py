@@ -5,7 +5,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.plugins import Plugins
 from hydra.plugins.sweeper import Sweeper
 from hydra.errors import ConfigCompositionException
-from omegaconf import OmegaConf
+from omegaconf import OmegaConf, open_dict
 from omegaconf.errors import ValidationError
 
 from sweeps.app import config_dir
@@ -211,3 +211,31 @@ def test_a_runs_config_yaml_loads_back_as_the_resolved_config(overrides, tmp_pat
     text = config_yaml(cfg)
     assert OmegaConf.create(text) == OmegaConf.create(OmegaConf.to_yaml(cfg, resolve=True))
     assert OmegaConf.create(text).tracking.experiment == f"a: b - {cfg.seed} #x"
+
+
+def test_the_loop_reuses_the_preflights_cell_compositions():
+    """Each outer-grid cell is composed by Hydra once per launch: the preflight's composer
+    (which checked every cell) is the loop's, and a second look at the cells composes nothing."""
+    from hydra.core.global_hydra import GlobalHydra
+
+    from sweeps.engine.preflight import check_launch
+    from sweeps.search_space import plan_sweep
+
+    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+        config = compose("config", overrides=["seed=3"], return_hydra_config=True)
+        with open_dict(config):  # as `--multirun loss=svm,softmax seed=3` has it
+            config.hydra.overrides.task = ["loss=svm,softmax", "seed=3"]
+        loader = GlobalHydra.instance().config_loader()
+        calls = []
+        real = loader.load_sweep_config
+        loader.load_sweep_config = lambda root, overrides: calls.append(list(overrides)) or real(root, overrides)
+        options = OmegaConf.to_container(config.hydra.sweeper, resolve=True)
+        options.pop("_target_", None)
+        composer = check_launch(options, loader, config)
+        assert sorted(calls) == [["seed=3", "loss=softmax"], ["seed=3", "loss=svm"]]
+        plan = plan_sweep(options["params"], ["loss=svm,softmax", "seed=3"])
+        cells = composer.cells(plan)
+    assert len(calls) == 2, calls
+    assert [c.overrides for c in cells] == [["loss=svm"], ["loss=softmax"]]
+    assert [c.base.loss.name for c in cells] == ["svm", "softmax"]
+    assert all(c.base.seed == 3 for c in cells)

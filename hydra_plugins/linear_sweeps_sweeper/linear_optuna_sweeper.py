@@ -23,7 +23,7 @@ class LinearOptunaSweeper(Sweeper):
         from sweeps.errors import exit_on_user_error
 
         with exit_on_user_error():  # bad options, search space or config: one line and exit 2, at once
-            check_launch(self._options, hydra_context.config_loader, config)
+            composer = check_launch(self._options, hydra_context.config_loader, config)
         from sweeps.data import prefetch_data  # torch and linear_models only
 
         # The dataset decodes (mostly outside the GIL) while MLflow and Optuna import.
@@ -32,7 +32,8 @@ class LinearOptunaSweeper(Sweeper):
 
         with exit_on_user_error():
             self._loop = SweepLoop(**self._options)
-            self._loop.setup(hydra_context=hydra_context, task_function=task_function, config=config)
+            self._loop.setup(hydra_context=hydra_context, task_function=task_function, config=config,
+                             composer=composer)
 
     def sweep(self, arguments: List[str]) -> Optional[Any]:
         from sweeps.errors import exit_on_user_error

@@ -45,9 +45,11 @@ class SweepLoop:
         self.config: Optional[DictConfig] = None
         self._trackers: Dict[str, Tracker] = {}
 
-    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
+    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig,
+              composer: Optional[CellComposer] = None) -> None:
+        """``composer``: the preflight's (its compositions are reused), else a new one."""
         self.config = config
-        self.composer = CellComposer(hydra_context.config_loader, config)
+        self.composer = composer or CellComposer(hydra_context.config_loader, config)
         self.sweep_dir = Path(str(config.hydra.sweep.dir))
 
     def sweep(self, arguments: List[str]) -> List[Dict[str, Any]]:

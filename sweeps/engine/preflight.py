@@ -20,8 +20,9 @@ from .options import SweeperOptions
 log = logging.getLogger(__name__)
 
 
-def check_launch(options: Dict[str, Any], config_loader, config: DictConfig) -> SweeperOptions:
-    """The launch's options, once every check passed (ConfigError / SearchSpaceError otherwise)."""
+def check_launch(options: Dict[str, Any], config_loader, config: DictConfig) -> CellComposer:
+    """The composer that composed and checked every cell (the loop's, which reuses its
+    compositions), once every check passed (ConfigError / SearchSpaceError otherwise)."""
     opts = SweeperOptions.from_hydra(options)
     if opts.storage is not None:
         database_url(opts.storage, "hydra.sweeper.storage")
@@ -29,9 +30,10 @@ def check_launch(options: Dict[str, Any], config_loader, config: DictConfig) -> 
     arguments = [] if task is None else OmegaConf.to_container(task, resolve=False)  # as Hydra passes them
     plan = plan_sweep(opts.params, arguments, distributions=False, conditions=opts.conditions)
     check_sampler_space(opts.sampler, plan.search_space, plan.conditions)
-    CellComposer(config_loader, config).cells(plan)
+    composer = CellComposer(config_loader, config)
+    composer.cells(plan)
     say_grid_size(opts, plan)
-    return opts
+    return composer
 
 
 def say_grid_size(opts: SweeperOptions, plan: SweepPlan) -> None:
