@@ -1,7 +1,9 @@
 """The Optuna internals the engine relies on (sweeps/adapter/): a canary that names what
 an Optuna release changed, and the adapter's functions checked against Optuna's own behaviour."""
 import datetime
+import re
 import time
+from pathlib import Path
 
 import optuna
 from optuna.trial import TrialState
@@ -47,3 +49,18 @@ def test_stale_trials_include_old_ones_that_never_beat(tmp_path):
                      {"t": old, "i": adapter.trial_id(silent)})
     assert adapter.stale_trial_ids(storage, study, grace_period=2) == [adapter.trial_id(silent)]
     assert adapter.study_id(study) == storage.get_study_id_from_name(study.study_name)
+
+
+# Optuna's and MLflow's private names as they appear in code: attributes, module paths, methods.
+PRIVATE_NAME = re.compile(r"(?<!self)\._(trial_id|study_id|storage|backend|cached_frozen_trial|tracking_client"
+                          r"|get_stale_trial_ids)\b|optuna\.storages\._|mlflow\.store\.|mlflow\.tracking\._")
+
+
+def test_private_names_are_touched_in_one_module_only():
+    repo = Path(__file__).resolve().parents[1]
+    allowed = repo / "sweeps" / "adapter" / "private_names.py"
+    found = {str(p.relative_to(repo)): sorted(set(m.group(0) for m in PRIVATE_NAME.finditer(p.read_text())))
+             for pkg in ("sweeps", "linear_models", "hydra_plugins") for p in (repo / pkg).rglob("*.py")
+             if p != allowed and PRIVATE_NAME.search(p.read_text())}
+    assert not found, f"private names outside {allowed.name}: {found}"
+    assert PRIVATE_NAME.search(allowed.read_text())  # the pattern still sees them where they are

@@ -1,4 +1,4 @@
-"""MLflow's internals the engine relies on (see the package docstring)."""
+"""MLflow's run tables, written in bulk (see the package docstring)."""
 from __future__ import annotations
 
 import math
@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Dict, List, Optional, Sequence, Tuple
 
+from .private_names import mlflow_private_name_problems, mlflow_tables
+
 if TYPE_CHECKING:  # importing MLflow takes seconds: a launch reopens its parent run without it
     from mlflow.entities import Metric
 
@@ -14,8 +16,8 @@ if TYPE_CHECKING:  # importing MLflow takes seconds: a launch reopens its parent
 # and ending it are four transactions each (about 15 ms a trial on SQLite). On a SQL tracking
 # store (the embedded SQLite, PostgreSQL) the engine writes each step for a whole batch of runs in
 # one transaction, into the tables and with the values MLflow's own ``SqlAlchemyStore`` writes
-# (``create_run``, ``log_batch``, ``update_run_info``). Private: ``MlflowClient._tracking_client``,
-# the store's ``engine`` and the table models of ``mlflow.store.tracking.dbmodels.models``.
+# (``create_run``, ``log_batch``, ``update_run_info``). Private: the store itself
+# (``private_names.sql_store``), its ``engine`` and MLflow's table models (``mlflow_tables``).
 RUN_NAME_TAG = "mlflow.runName"
 USER_TAG = "mlflow.user"
 _MAX_FLOAT = 1.7976931348623157e308
@@ -43,25 +45,6 @@ class RunRecord:
     tags: Dict[str, str] = field(default_factory=dict)
 
 
-def sql_store(client):
-    """The client's tracking store when it is MLflow's SQL store, else None (REST, files)."""
-    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
-
-    store = getattr(getattr(client, "_tracking_client", None), "store", None)
-    return store if isinstance(store, SqlAlchemyStore) else None
-
-
-def import_sql_store() -> None:
-    """Import MLflow's SQL tracking store (a client imports it on its first call to a SQL store)."""
-    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore  # noqa: F401
-
-
-def _models():
-    from mlflow.store.tracking.dbmodels import models
-
-    return models
-
-
 def create_runs(store, experiment_id: str, artifact_root: str, runs: Sequence[NewRun],
                 start_time: int) -> List[Tuple[str, str]]:
     """Create ``runs`` RUNNING in one transaction; returns (run id, artifact URI) of each.
@@ -72,7 +55,7 @@ def create_runs(store, experiment_id: str, artifact_root: str, runs: Sequence[Ne
     """
     from mlflow.utils.uri import append_to_uri_path
 
-    m = _models()
+    m = mlflow_tables()
     made, run_rows, tag_rows, param_rows = [], [], [], []
     for run in runs:
         _check_sizes(run.name, {**run.tags, **run.params})
@@ -120,7 +103,7 @@ def log_records(store, records: Sequence[RunRecord]) -> None:
     import sqlalchemy as sa
     from mlflow.exceptions import MlflowException
 
-    m = _models()
+    m = mlflow_tables()
     metric_rows, latest, tag_rows = {}, {}, []
     for rec in records:
         for metric in rec.metrics:
@@ -179,7 +162,7 @@ def _merge_latest(conn, latest_t, run_ids: List[str], latest: Dict[Tuple[str, st
 
 def end_runs(store, statuses: Dict[str, str], end_time: int) -> None:
     """Set each run's status ("FINISHED", "KILLED", "FAILED") and end time, in one transaction."""
-    runs_t = _models().SqlRun.__table__
+    runs_t = mlflow_tables().SqlRun.__table__
     by_status: Dict[str, List[str]] = {}
     for run_id, status in statuses.items():
         by_status.setdefault(status, []).append(run_id)
@@ -216,14 +199,13 @@ def reopen_run(db_url: str, run_id: str) -> str:
 
 def mlflow_canary_problems() -> List[str]:
     """What this MLflow release lacks of what the adapter relies on ([] when all is there)."""
-    problems: List[str] = []
     key_value, metric = {"run_uuid", "key", "value"}, {"run_uuid", "key", "value", "timestamp", "step", "is_nan"}
     expected = {"SqlRun": set(_RUN_COLUMNS), "SqlTag": key_value, "SqlParam": key_value, "SqlMetric": metric,
                 "SqlLatestMetric": metric}
-    try:
-        m = _models()
-    except ImportError as e:
-        return [f"mlflow.store.tracking.dbmodels.models: {e}"]
+    problems = mlflow_private_name_problems()
+    if problems:
+        return problems
+    m = mlflow_tables()
     if getattr(getattr(m, "SqlRun", None), "__tablename__", _RUNS_TABLE) != _RUNS_TABLE:
         problems.append(f"SqlRun's table is no longer {_RUNS_TABLE!r}")
     for name, columns in expected.items():
@@ -234,12 +216,4 @@ def mlflow_canary_problems() -> List[str]:
         have = {c.name for c in model.__table__.columns}
         if have != columns:
             problems.append(f"{name} columns changed: {sorted(have ^ columns)}")
-    try:
-        from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore  # noqa: F401
-        from mlflow.tracking import MlflowClient
-
-        if not hasattr(MlflowClient("sqlite:///:memory:"), "_tracking_client"):
-            problems.append("MlflowClient._tracking_client is gone")
-    except ImportError as e:
-        problems.append(f"SqlAlchemyStore: {e}")
     return problems

@@ -1,47 +1,26 @@
-"""Optuna's internals the engine relies on (see the package docstring)."""
+"""Optuna's heartbeat and user-attribute tables, written in bulk (see the package docstring)."""
 from __future__ import annotations
 
 import datetime
 import logging
-from typing import Any, List, Optional, Sequence, Tuple
+from typing import Any, List, Sequence, Tuple
 
 import optuna
 from optuna.trial import TrialState
 
+from .private_names import optuna_private_name_problems, optuna_tables, optunas_stale_trial_ids, rdb_backend, \
+    storage_of, trial_id
+
 log = logging.getLogger(__name__)
-
-def trial_id(trial) -> int:
-    """The storage id of a trial (``optuna.Trial`` or ``FrozenTrial``).
-
-    Private: ``_trial_id``. Public alternative: none (``number`` is per study; the storage's
-    calls and the heartbeat table are keyed by this id).
-    """
-    return trial._trial_id
-
-
-def storage_of(study: optuna.Study) -> optuna.storages.BaseStorage:
-    """The storage a study reads and writes through (for an RDB storage, Optuna's caching
-    wrapper around it). Private: ``Study._storage``. Public alternative: none; writing through
-    the RDB storage the engine created would bypass the study's cache of unfinished trials."""
-    return study._storage
-
-
-def study_id(study: optuna.Study) -> int:
-    """The storage id of a study. Private: ``Study._study_id``; public alternative:
-    ``storage.get_study_id_from_name(study.study_name)``, one query more."""
-    return study._study_id
-
 
 def stale_trial_ids(storage: optuna.storages.RDBStorage, study: optuna.Study, grace_period: float) -> List[int]:
     """RUNNING trials whose worker is gone: no heartbeat within ``grace_period`` seconds.
 
-    Private: ``RDBStorage._get_stale_trial_ids`` (what ``optuna.storages.fail_stale_trials``
-    uses); the public function fails the trials too, before the engine could write each one's
-    reason and MLflow link. Optuna only sees trials that have a heartbeat row; a trial asked by
+    Optuna's own stale check (:func:`optunas_stale_trial_ids`), which only sees trials that have a heartbeat row; a trial asked by
     a process that died before its first beat (or by an older linear-sweeps that never beat)
     has none, so those count as stale once they are ``grace_period`` old.
     """
-    stale = set(storage._get_stale_trial_ids(study_id(study)))
+    stale = set(optunas_stale_trial_ids(storage, study))
     with_beat = _trials_with_heartbeat(storage, study)
     cutoff = datetime.datetime.now() - datetime.timedelta(seconds=grace_period)
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
@@ -52,10 +31,8 @@ def stale_trial_ids(storage: optuna.storages.RDBStorage, study: optuna.Study, gr
 
 
 def _heartbeat_table():
-    """Optuna's heartbeat table. Private: ``optuna.storages._rdb.models.TrialHeartbeatModel``."""
-    from optuna.storages._rdb.models import TrialHeartbeatModel
-
-    return TrialHeartbeatModel.__table__
+    """Optuna's heartbeat table (``TrialHeartbeatModel``)."""
+    return optuna_tables().TrialHeartbeatModel.__table__
 
 
 def _trials_with_heartbeat(storage: optuna.storages.RDBStorage, study: optuna.Study) -> set:
@@ -89,12 +66,6 @@ def record_heartbeats(storage: optuna.storages.RDBStorage, trial_ids: List[int])
             conn.execute(table.insert(), [{"trial_id": tid, "heartbeat": now} for tid in new])
 
 
-def _rdb_backend(storage) -> Optional[optuna.storages.RDBStorage]:
-    """The RDB storage under Optuna's caching wrapper (private: ``_CachedStorage._backend``)."""
-    backend = getattr(storage, "_backend", storage)
-    return backend if isinstance(backend, optuna.storages.RDBStorage) else None
-
-
 def set_user_attrs(study: optuna.Study, items: Sequence[Tuple[int, str, Any]]) -> None:
     """``storage.set_trial_user_attr`` for many (trial id, key, value) in one transaction.
 
@@ -106,16 +77,15 @@ def set_user_attrs(study: optuna.Study, items: Sequence[Tuple[int, str, Any]]) -
     import json
 
     import sqlalchemy as sa
-    from optuna.storages._rdb.models import TrialModel, TrialUserAttributeModel
 
-    backend = _rdb_backend(storage_of(study))
+    backend = rdb_backend(storage_of(study))
     if backend is None:
         for tid, key, value in items:
             storage_of(study).set_trial_user_attr(tid, key, value)
         return
     if not items:
         return
-    attrs, trials = TrialUserAttributeModel.__table__, TrialModel.__table__
+    attrs, trials = optuna_tables().TrialUserAttributeModel.__table__, optuna_tables().TrialModel.__table__
     ids = sorted({tid for tid, _, _ in items})
     with backend.engine.begin() as conn:
         running = set(conn.execute(sa.select(trials.c.trial_id).where(
@@ -129,9 +99,7 @@ def set_user_attrs(study: optuna.Study, items: Sequence[Tuple[int, str, Any]]) -
 
 
 def _user_attr_columns():
-    from optuna.storages._rdb.models import TrialUserAttributeModel
-
-    columns = {c.name for c in TrialUserAttributeModel.__table__.columns}
+    columns = {c.name for c in optuna_tables().TrialUserAttributeModel.__table__.columns}
     if not {"trial_id", "key", "value_json"} <= columns:
         raise AttributeError(f"columns are now {sorted(columns)}")
     return columns
@@ -139,26 +107,10 @@ def _user_attr_columns():
 
 def optuna_canary_problems() -> List[str]:
     """What this Optuna release lacks of what the adapter relies on ([] when all is there)."""
-    problems: List[str] = []
-    checks = {
-        "RDBStorage._get_stale_trial_ids": lambda: optuna.storages.RDBStorage._get_stale_trial_ids,
-        "storages._rdb.models.TrialHeartbeatModel": _heartbeat_table,
-        "storages._rdb.models.TrialUserAttributeModel": _user_attr_columns,
-        "_CachedStorage._backend": lambda: optuna.storages._CachedStorage(
-            optuna.storages.RDBStorage("sqlite:///:memory:"))._backend,
-    }
-    for name, get in checks.items():
+    problems = optuna_private_name_problems()
+    for name, get in {"TrialHeartbeatModel": _heartbeat_table, "TrialUserAttributeModel": _user_attr_columns}.items():
         try:
             get()
         except (AttributeError, ImportError) as e:
             problems.append(f"{name}: {e}")
-    study = optuna.create_study()
-    for attr in ("_study_id", "_storage"):
-        if not hasattr(study, attr):
-            problems.append(f"Study.{attr} is gone")
-    trial: Optional[optuna.Trial] = study.ask()
-    if not hasattr(trial, "_trial_id"):
-        problems.append("Trial._trial_id is gone")
     return problems
-
-

@@ -8,8 +8,8 @@ from typing import Dict, Optional, Sequence, Tuple
 import optuna
 from optuna.trial import TrialState
 
-from .optuna_internals import _rdb_backend, storage_of, trial_id
 from .optuna_trials import _utc
+from .private_names import optuna_tables, rdb_backend, storage_of, trial_id
 
 Tell = Tuple[optuna.Trial, TrialState, Optional[float]]  # (trial, COMPLETE or FAIL, its value or None)
 
@@ -20,12 +20,12 @@ def tell_trials(study: optuna.Study, tells: Sequence[Tell]) -> Dict[int, Excepti
     told (it is no longer RUNNING: another worker failed it as stale, say), the others are told.
 
     As ``study.tell`` does: the sampler's ``after_trial`` hears each trial first, then the state,
-    completion time and value are written. Private: the trial and trial-value tables of
-    ``optuna.storages._rdb.models`` (values in their stored representation, UTC times); the trials
+    completion time and value are written. Private: Optuna's trial and trial-value tables
+    (:func:`optuna_tables`; values in their stored representation, UTC times); the trials
     are read in one query (``study.get_trials``) instead of one each. Other storages, PRUNED
     trials and values that are not finite go through ``study.tell`` itself.
     """
-    backend = _rdb_backend(storage_of(study))
+    backend = rdb_backend(storage_of(study))
     in_bulk = [backend is not None and (state == TrialState.FAIL or (state == TrialState.COMPLETE and _finite(value)))
                for _, state, value in tells]
     fast = [t for t, bulk in zip(tells, in_bulk) if bulk]
@@ -73,8 +73,8 @@ def _tell_one_by_one(study: optuna.Study, tells: Sequence[Tell]) -> Dict[int, Ex
 def _write(backend: optuna.storages.RDBStorage, tells: Sequence[Tell]) -> set:
     """The states and values of those of ``tells`` still RUNNING, in one transaction; their ids."""
     import sqlalchemy as sa
-    from optuna.storages._rdb import models
 
+    models = optuna_tables()
     trials, values = models.TrialModel.__table__, models.TrialValueModel.__table__
     ids = [trial_id(t) for t, _, _ in tells]
     if not ids:

@@ -11,11 +11,7 @@ import optuna
 from optuna.distributions import distribution_to_json
 from optuna.trial import FrozenTrial, TrialState
 
-from .optuna_internals import _rdb_backend, storage_of, study_id
-
-# What ``optuna.Trial.__init__`` sets; bind_trial moves a staged trial by rewriting these.
-TRIAL_ATTRIBUTES = {"study", "_trial_id", "storage", "_cached_frozen_trial", "relative_search_space",
-                    "_relative_params", "_fixed_params"}
+from .private_names import optuna_private_name_problems, optuna_tables, rdb_backend, rebind_trial, storage_of, study_id, with_identity
 
 
 def insert_trials(study: optuna.Study, trials: Sequence[FrozenTrial], study_system_attrs: Dict[str, Any]
@@ -23,19 +19,19 @@ def insert_trials(study: optuna.Study, trials: Sequence[FrozenTrial], study_syst
     """Create ``trials`` (RUNNING, with their params and attributes) in ``study``, and set the
     study's system attributes, in one transaction; returns them with their storage ids and numbers.
 
-    Private: the tables of ``optuna.storages._rdb.models``, rows as ``RDBStorage`` writes them
+    Private: Optuna's tables (:func:`optuna_tables`), rows as ``RDBStorage`` writes them
     (numbers counted in the study under the study row's lock; UTC datetimes; params in internal
     representation with their distribution as JSON; attributes as JSON). Public alternative, used
     for other storages: ``storage.create_new_trial(study_id, template_trial)`` per trial.
     """
-    backend = _rdb_backend(storage_of(study))
+    backend = rdb_backend(storage_of(study))
     if backend is None:
         return _insert_trials_one_by_one(study, trials, study_system_attrs)
     if not trials:
         return []
     import sqlalchemy as sa
-    from optuna.storages._rdb import models
 
+    models = optuna_tables()
     sid = study_id(study)
     table = models.TrialModel.__table__
     with backend.engine.begin() as conn:
@@ -95,9 +91,7 @@ def copy_trial(trial: FrozenTrial) -> FrozenTrial:
 
 
 def _with_identity(trial: FrozenTrial, tid: int, number: int) -> FrozenTrial:
-    out = copy_trial(trial)
-    out._trial_id, out.number = tid, number
-    return out
+    return with_identity(copy_trial(trial), tid, number)
 
 
 def _insert_trials_one_by_one(study: optuna.Study, trials: Sequence[FrozenTrial],
@@ -115,23 +109,14 @@ def _insert_trials_one_by_one(study: optuna.Study, trials: Sequence[FrozenTrial]
 
 def bind_trial(study: optuna.Study, trial: optuna.Trial, written: FrozenTrial) -> optuna.Trial:
     """``trial`` (asked on a staged copy of ``study``) as a trial of ``study`` itself, without
-    asking it again: a second ``Trial(study, id)`` would run the sampler's ``before_trial`` twice.
-    Private: the attributes ``optuna.Trial.__init__`` sets (TRIAL_ATTRIBUTES)."""
-    trial.study, trial.storage, trial._trial_id = study, storage_of(study), written._trial_id
-    cached = trial._cached_frozen_trial
-    cached._trial_id, cached.number = written._trial_id, written.number
-    return trial
+    asking it again: a second ``Trial(study, id)`` would run the sampler's ``before_trial`` twice."""
+    return rebind_trial(trial, study, written)
 
 
 def trials_canary_problems() -> List[str]:
     """What this Optuna release changed of what :func:`insert_trials` and :func:`bind_trial` rely on."""
-    from optuna.storages._rdb import models
-
-    problems = []
-    study = optuna.create_study()
-    got = set(vars(study.ask()))
-    if got != TRIAL_ATTRIBUTES:
-        problems.append(f"optuna.Trial's attributes are now {sorted(got)}, not {sorted(TRIAL_ATTRIBUTES)}")
+    problems = optuna_private_name_problems()
+    models = optuna_tables()
     tables = {"TrialModel": {"trial_id", "number", "study_id", "state", "datetime_start", "datetime_complete"},
               "TrialParamModel": {"trial_id", "param_name", "param_value", "distribution_json"},
               "TrialSystemAttributeModel": {"trial_id", "key", "value_json"},
