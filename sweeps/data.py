@@ -251,7 +251,9 @@ def _load_locked(key, dataset_cfg: DictConfig, dtype: str, device: torch.device)
                 del _FEATURES[variant]
             for eigen in [e for e in _EIGEN if e[0] == old]:
                 del _EIGEN[eigen]
-        _CACHE[key] = lm_data.preprocess(
+        # On the CPU the splits come memory-mapped from the data cache when they were made before.
+        make_splits = lm_data.cached_preprocess if device.type == "cpu" else lm_data.preprocess
+        _CACHE[key] = make_splits(
             raw,
             validation_ratio=dataset_cfg.validation_ratio,
             bias_trick=dataset_cfg.bias_trick,

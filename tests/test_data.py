@@ -24,7 +24,7 @@ import torch
 from PIL import Image
 
 from linear_models import data
-from linear_models.data import cache as data_cache, cifar10, decode
+from linear_models.data import cache as data_cache, cifar10, decode, splits_cache
 from linear_models.data import (
     DataError,
     RawDataset,
@@ -449,6 +449,73 @@ def test_image_folder_second_load_reads_the_cache(tmp_path, monkeypatch):
     first = load_image_folder(tmp_path / "tree", cache_dir=tmp_path / "cache")
     monkeypatch.setattr(decode, "_decode_image", _raise)
     _assert_same(first, load_image_folder(tmp_path / "tree", cache_dir=tmp_path / "cache"))
+
+
+def _splits_written():
+    for thread in threading.enumerate():
+        if thread.name == splits_cache.WRITER_THREAD:
+            thread.join()
+
+
+SPLIT_TENSORS = ("X_train", "y_train", "X_val", "y_val", "X_test", "y_test", "mean")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_cpu_splits_are_cached_beside_the_decoded_arrays(tmp_path, monkeypatch, dtype):
+    write_image_tree(tmp_path / "tree", per_class=(6, 2))
+    raw = load_image_folder(tmp_path / "tree", cache_dir=tmp_path / "cache")
+    params = dict(validation_ratio=0.5, dtype=dtype, seed=3)
+    first = data.cached_preprocess(raw, **params)
+    _splits_written()
+    (folder,) = raw.cache_path.glob("splits-*")
+
+    monkeypatch.setattr(splits_cache, "preprocess", _raise)
+    again = load_image_folder(tmp_path / "tree", cache_dir=tmp_path / "cache")
+    second = data.cached_preprocess(again, **params)
+    expected = preprocess(raw, **params)
+    for name in SPLIT_TENSORS:  # the same tensors, bit for bit, as preprocess makes
+        assert second[name].dtype == expected[name].dtype and torch.equal(second[name], expected[name]), name
+        assert torch.equal(first[name], expected[name]), name
+    assert second["class_names"] == expected["class_names"] and second["image_shape"] == expected["image_shape"]
+    assert list(raw.cache_path.glob("splits-*")) == [folder]  # read, not written again
+
+
+def test_splits_cache_keys_on_the_parameters_and_keeps_the_latest_variants(tmp_path):
+    write_image_tree(tmp_path / "tree", per_class=(6, 2))
+    raw = load_image_folder(tmp_path / "tree", cache_dir=tmp_path / "cache")
+    for seed in range(splits_cache.MAX_VARIANTS + 2):
+        out = data.cached_preprocess(raw, validation_ratio=0.5, seed=seed)
+        _splits_written()
+        assert torch.equal(out["X_val"], preprocess(raw, validation_ratio=0.5, seed=seed)["X_val"])
+        time.sleep(0.01)  # distinct modification times
+    assert len(list(raw.cache_path.glob("splits-*"))) == splits_cache.MAX_VARIANTS
+
+
+def test_splits_cache_is_skipped_without_a_data_cache_or_off_the_cpu(tmp_path):
+    write_image_tree(tmp_path / "tree")
+    raw = load_image_folder(tmp_path / "tree", cache_dir=False)
+    assert raw.cache_path is None
+    out = data.cached_preprocess(raw, validation_ratio=0.5)
+    assert torch.equal(out["X_train"], preprocess(raw, validation_ratio=0.5)["X_train"])
+    cached = load_image_folder(tmp_path / "tree", cache_dir=tmp_path / "cache")
+    data.cached_preprocess(cached, validation_ratio=0.5, dtype=torch.bfloat16)  # numpy cannot store it
+    data.cached_preprocess(cached, validation_ratio=0.5, device="meta")
+    _splits_written()
+    assert list(cached.cache_path.glob("splits-*")) == []
+
+
+def test_unreadable_splits_cache_is_ignored_and_rewritten(tmp_path):
+    write_image_tree(tmp_path / "tree", per_class=(6, 2))
+    raw = load_image_folder(tmp_path / "tree", cache_dir=tmp_path / "cache")
+    data.cached_preprocess(raw, validation_ratio=0.5)
+    _splits_written()
+    (folder,) = raw.cache_path.glob("splits-*")
+    (folder / "X_val.npy").write_bytes(b"not an array")
+    with pytest.warns(UserWarning, match="ignoring unreadable cache folder"):
+        out = data.cached_preprocess(raw, validation_ratio=0.5)
+    _splits_written()
+    assert torch.equal(out["X_val"], preprocess(raw, validation_ratio=0.5)["X_val"])
+    assert isinstance(splits_cache._read(folder)["X_val"], torch.Tensor)
 
 
 # --------------------------------------------------------------------------- image folders

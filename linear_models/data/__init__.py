@@ -16,6 +16,7 @@ and load_cifar10 for the rule on links and archive members).
 Modules: raw (RawDataset), errors (DataError), safe_io (restricted unpickling, md5, archive
 members, download), cache (decoded-array cache), cifar10 (official python format),
 image_folder (folder / tar image trees), decode (image decoding, worker pool), preprocess,
+splits_cache (preprocessed CPU splits cached beside the decoded arrays),
 whitening (standardization, PCA / ZCA whitening fitted on the training split).
 Only torch, numpy and Pillow are used here: this package is part of the library.
 """
@@ -26,6 +27,7 @@ from .image_folder import load_image_folder
 from .preprocess import preprocess
 from .raw import RawDataset
 from .safe_io import UnsafePickleError
+from .splits_cache import cached_preprocess
 from .whitening import PREPROCESSORS, Eigen, FeatureTransform, covariance_eigen, fit_feature_transform, transform_splits
 
 __all__ = [
@@ -36,6 +38,7 @@ __all__ = [
     "load_cifar10",
     "load_image_folder",
     "preprocess",
+    "cached_preprocess",
     "CIFAR10_URL",
     "CIFAR10_MD5",
     "CIFAR10_ARCHIVE",

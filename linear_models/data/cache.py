@@ -20,7 +20,7 @@ import numpy as np
 
 from .raw import RawDataset
 
-__all__ = ["CACHE_ENV", "PathLike", "file_identity", "cached"]
+__all__ = ["CACHE_ENV", "PathLike", "file_identity", "cached", "replace_folder"]
 
 PathLike = Union[str, os.PathLike]
 
@@ -52,7 +52,7 @@ def _cache_read(path: Path) -> RawDataset | None:
         arrays = {name: np.load(path / f"{name}.npy", mmap_mode="r", allow_pickle=False) for name in _ARRAYS}
         return RawDataset(
             X_train=arrays["X_train"], y_train=arrays["y_train"], X_test=arrays["X_test"], y_test=arrays["y_test"],
-            class_names=[str(name) for name in arrays["class_names"]],
+            class_names=[str(name) for name in arrays["class_names"]], cache_path=path,
         )
     except Exception as e:  # any unreadable cache (truncated file, missing array, bad shapes) -> decode again
         warnings.warn(f"ignoring unreadable cache file {path} ({type(e).__name__}: {e}); decoding the source again")
@@ -70,7 +70,7 @@ def _cache_write(path: Path, raw: RawDataset) -> None:
                   "class_names": np.array(raw.class_names, dtype=str)}
         for name, array in arrays.items():
             np.save(tmp / f"{name}.npy", np.ascontiguousarray(array), allow_pickle=False)
-        _replace_folder(tmp, path)
+        replace_folder(tmp, path)
     except OSError as e:
         warnings.warn(f"could not write cache file {path} ({e}); loading will decode the source every time")
     finally:
@@ -78,7 +78,7 @@ def _cache_write(path: Path, raw: RawDataset) -> None:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _replace_folder(new: Path, path: Path) -> None:
+def replace_folder(new: Path, path: Path) -> None:
     """Rename ``new`` to ``path``; an unreadable cache already there is moved aside first. A
     readable one another writer put there meanwhile wins (it holds the same arrays)."""
     if path.exists() or path.is_symlink():
@@ -112,4 +112,6 @@ def cached(
     if raw is None:
         raw = decode()
         _cache_write(path, raw)
+        if path.is_dir():
+            raw.cache_path = path
     return raw

@@ -1,7 +1,9 @@
 """RawDataset: the decoded images and labels every loader returns."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
 
 import numpy as np
 
@@ -27,6 +29,7 @@ class RawDataset:
     X_test: np.ndarray
     y_test: np.ndarray
     class_names: list[str]
+    cache_path: Optional[Path] = field(default=None, compare=False, repr=False)  # its cache folder, if any
 
     def __post_init__(self) -> None:
         self.class_names = [str(name) for name in self.class_names]
