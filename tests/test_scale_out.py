@@ -28,10 +28,10 @@ from sweep_helpers import QUICK, REPO, dataset, slow_env
 STUDY = "team"
 GRID = ["sweep=grid", "hydra.sweeper.batch_size=1", "hydra.sweeper.grace_period=5",
         "hydra.sweeper.progress_bar=false", "tracking.log_images=false"]
-# Slow enough (about 3 s a trial) to kill a worker or restart the server mid-sweep: the trainer
+# Slow enough (about 8 s a trial) to kill a worker or restart the server mid-sweep: the trainer
 # sleeps at each of its 16 check points (tests/hooks), leaving the cores to the other tests.
 SLOW = ["model.num_iters=800", "eval_every=50"]
-SLOW_ENV = slow_env(train=0.2)
+SLOW_ENV = slow_env(train=0.5)
 
 
 @pytest.fixture(scope="module")

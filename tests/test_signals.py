@@ -14,7 +14,7 @@ from optuna.trial import TrialState
 
 from engine_checks import (EXIT, FAST, Sweep, assert_invariant, assert_nothing_running, describe, marker_env,
                            new_workdir, open_trials_with_runs, trials_with_runs)
-from sweep_helpers import REPO, dataset, load_study, mlflow_client, run_sweep, slow_env
+from sweep_helpers import REPO, dataset, load_study, mlflow_client, run_sweep, slow_env, trial_runs
 
 pytestmark = pytest.mark.slow
 
@@ -113,6 +113,29 @@ def test_double_ctrl_c(base):
     run_sweep(work, *ARGS)  # a finished study stays exactly at n_trials: nothing asked, nothing lost
     second = assert_invariant(work, STUDY, N, "second relaunch:")
     assert len(second.trials) == len(first.trials)
+
+
+def test_a_signal_while_runs_are_created_leaves_one_run_per_trial(base):
+    """SIGINT while the finisher writes a batch's MLflow runs (slowed to 3 s): the stop waits for
+    those runs and ends them, instead of creating a second, bare run for each trial."""
+    work = new_workdir(base, "creating")
+    marker = work.parent / "creating-marker"
+    env = {**slow_env(), "LINEAR_SWEEPS_TEST_SLOW_CREATE": "3", "LINEAR_SWEEPS_TEST_CREATE_MARKER": str(marker)}
+    sweep = Sweep(work, *ARGS, env=env)
+    try:
+        sweep.wait_for(marker.exists, "a batch's runs being created")
+        time.sleep(0.3)
+        code = interrupted(sweep, signal.SIGINT)
+    finally:
+        sweep.kill()
+    check_interrupted(work, code, signal.SIGINT, sweep.log())
+    client = mlflow_client(work)
+    for t in load_study(work, STUDY).trials:
+        if t.state == TrialState.FAIL:
+            runs = trial_runs(client, extra=f"tags.`optuna.trial_id` = '{t._trial_id}'")
+            assert [r.info.run_id for r in runs] == [t.user_attrs["mlflow_run_id"]], (t.number, runs)
+    run_sweep(work, *ARGS)
+    assert_invariant(work, STUDY, N)
 
 
 @pytest.mark.parametrize("record,timeout", [(3.0, 10), (16.0, 6)], ids=["in-flight-at-deadline", "outlasts-timeout"])

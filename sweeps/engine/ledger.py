@@ -17,11 +17,9 @@ Transitions happen under one lock; TOLD and ABORTED are final, so an abort that 
 """
 from __future__ import annotations
 
-import enum
 import logging
 import threading
 import time
-from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
 
 import optuna
@@ -35,55 +33,10 @@ from ..tracking import (TAG_PARENT, TAG_RETRY_OF, TAG_ROLE, TAG_STUDY, TAG_TRIAL
                         mlflow_status)
 from . import faults
 from .progress import LaunchStats
+from .trial_entry import FINAL, ALLOWED, Phase, TrialEntry
 from .trial_states import final_state, run_status, state_tags
 
 log = logging.getLogger(__name__)
-
-
-class Phase(enum.Enum):
-    ASKED = "asked"
-    RUN_CREATED = "run created"
-    TRAINED = "trained"
-    RECORDED = "recorded"
-    TOLD = "told"
-    ABORTED = "aborted"
-
-
-FINAL = (Phase.TOLD, Phase.ABORTED)
-_ALLOWED = {
-    Phase.ASKED: {Phase.RUN_CREATED, Phase.TRAINED, Phase.TOLD, Phase.ABORTED},
-    Phase.RUN_CREATED: {Phase.TRAINED, Phase.ABORTED},
-    Phase.TRAINED: {Phase.RECORDED, Phase.ABORTED},
-    Phase.RECORDED: {Phase.TOLD, Phase.ABORTED},
-    Phase.TOLD: set(),
-    Phase.ABORTED: set(),
-}
-
-
-@dataclass(eq=False)
-class TrialEntry:
-    """One asked trial of this worker. ``spec.cfg`` is None when its config failed."""
-
-    trial: optuna.Trial
-    requeued: bool  # popped from the WAITING queue: a re-run of a failed trial
-    spec: Optional[TrialSpec] = None
-    run_name: str = ""
-    run_tags: Optional[Dict[str, object]] = None
-    run_params: Optional[Dict[str, object]] = None
-    outcome: Optional[TrialOutcome] = None
-    phase: Phase = Phase.ASKED
-
-    @property
-    def trial_id(self) -> int:
-        return adapter.trial_id(self.trial)
-
-    @property
-    def number(self) -> int:
-        return self.trial.number
-
-    @property
-    def run_id(self) -> Optional[str]:
-        return self.spec.run_id if self.spec is not None else None
 
 
 class TrialLedger:
@@ -104,7 +57,7 @@ class TrialLedger:
 
     # ------------------------------------------------------------------ state changes
     def _move(self, entry: TrialEntry, to: Phase) -> None:
-        if to not in _ALLOWED[entry.phase]:
+        if to not in ALLOWED[entry.phase]:
             raise RuntimeError(f"trial {entry.number}: {entry.phase.value} -> {to.value} is not a transition")
         entry.phase = to
         if to in FINAL:
@@ -143,6 +96,18 @@ class TrialLedger:
         runs in one write, then their links in Optuna in one more. A failure leaves entries
         ASKED: recording them then fails, and they are aborted and re-queued."""
         t0 = time.perf_counter()
+        with self._lock:  # an entry aborted meanwhile has its run already; abort waits for the others
+            entries = [e for e in entries if e.phase not in FINAL]
+            for entry in entries:
+                entry.creating = threading.Event()
+        try:
+            self._create_and_link(entries)
+        finally:
+            for entry in entries:
+                entry.creating.set()
+        self.stats.add_bookkeeping(time.perf_counter() - t0, "create_run")
+
+    def _create_and_link(self, entries: List[TrialEntry]) -> None:
         planned = []
         for entry in entries:
             try:
@@ -161,7 +126,6 @@ class TrialLedger:
             for entry, _ in planned:
                 if entry.phase == Phase.ASKED and entry.run_id is not None:
                     self._move(entry, Phase.RUN_CREATED)
-        self.stats.add_bookkeeping(time.perf_counter() - t0, "create_run")
 
     def _run_tags(self, entry: TrialEntry) -> Dict[str, object]:
         tags = dict(entry.run_tags or {})
@@ -289,17 +253,23 @@ class TrialLedger:
         return told
 
     def abort(self, entry: TrialEntry, reason: str, max_retries: Optional[int] = None) -> None:
-        """Any open phase -> ABORTED: FAIL (not counted), run KILLED, re-queued. Idempotent."""
-        with self._lock:
-            if entry.phase in FINAL:
-                return
-            frozen = self.storage.get_trial(entry.trial_id)
-            run_id = entry.run_id or self.ensure_run(frozen)  # linked while the trial is still open
-            if frozen.state == TrialState.RUNNING:
-                self.storage.set_trial_user_attr(entry.trial_id, ATTR_FAIL_REASON, reason)
-                self._tell(entry.trial, state=TrialState.FAIL)
-                frozen = self.storage.get_trial(entry.trial_id)
-            self._move(entry, Phase.ABORTED)
+        """Any open phase -> ABORTED: FAIL (not counted), run KILLED, re-queued. Idempotent.
+        A run being created on the finisher is waited for (a second one would be its twin)."""
+        while True:
+            with self._lock:
+                if entry.phase in FINAL:
+                    return
+                pending = entry.creating
+                if pending is None or pending.is_set():
+                    frozen = self.storage.get_trial(entry.trial_id)
+                    run_id = entry.run_id or self.ensure_run(frozen)  # linked while the trial is still open
+                    if frozen.state == TrialState.RUNNING:
+                        self.storage.set_trial_user_attr(entry.trial_id, ATTR_FAIL_REASON, reason)
+                        self._tell(entry.trial, state=TrialState.FAIL)
+                        frozen = self.storage.get_trial(entry.trial_id)
+                    self._move(entry, Phase.ABORTED)
+                    break
+            pending.wait()
         # Its Optuna state is final now; the rest repairs itself on a relaunch if it fails here.
         state_reason = frozen.user_attrs.get(ATTR_FAIL_REASON) if frozen.state == TrialState.FAIL else None
         self._close(run_id, frozen.state.name, state_reason)

@@ -13,7 +13,7 @@ from typing import Any, Dict, List
 from ..runner import run_trials
 from . import faults
 from .finalize import finalize_study
-from .ledger import TrialEntry
+from .trial_entry import TrialEntry
 from .options import SweeperOptions
 from .shutdown import ShutdownGuard
 from .study_session import SessionState, StudySession

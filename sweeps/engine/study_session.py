@@ -32,7 +32,8 @@ from ..study import (BATCH_SEEDED_SAMPLERS, RESEEDED_SAMPLERS, askable, best_val
 from ..tracking import TAG_OVERRIDES, TAG_PARENT, TAG_ROLE, TAG_STUDY, TAG_TRIAL_ID, TAG_TRIAL_NUMBER, TAG_TRIAL_STATE
 from . import faults
 from .cells import Cell, CellComposer, cuda_fit, trial_run_name
-from .ledger import TrialEntry, TrialLedger
+from .ledger import TrialLedger
+from .trial_entry import TrialEntry
 from .trial_states import final_state_tags
 from .options import SweeperOptions, SweepError
 from .opening import OpenedStudy

@@ -4,6 +4,8 @@ the same, so a relaunch without them resumes the same study).
 
 LINEAR_SWEEPS_TEST_SLOW_TRAIN=S  sleep S seconds at each check point of the batched trainer
 LINEAR_SWEEPS_TEST_SLOW_RECORD=S sleep S seconds per trial before a batch's metrics are logged
+LINEAR_SWEEPS_TEST_SLOW_CREATE=S  sleep S seconds before a batch's MLflow runs are created, after
+                                  touching the file LINEAR_SWEEPS_TEST_CREATE_MARKER (if set)
 LINEAR_SWEEPS_TEST_IMPORT_LOG=PATH  when `import mlflow` ran (see the end of this file)
 """
 import os
@@ -36,6 +38,22 @@ if _record:
         return _log_records(self, records, *args, **kwargs)
 
     sweeps.tracking.Tracker.log_records = _slow_log_records
+
+_create = float(os.environ.get("LINEAR_SWEEPS_TEST_SLOW_CREATE", 0) or 0)
+
+if _create:
+    import sweeps.tracking
+
+    _create_runs = sweeps.tracking.Tracker.create_runs
+    _marker = os.environ.get("LINEAR_SWEEPS_TEST_CREATE_MARKER")
+
+    def _slow_create_runs(self, *args, **kwargs):
+        if _marker:
+            open(_marker, "a").close()
+        time.sleep(_create)
+        return _create_runs(self, *args, **kwargs)
+
+    sweeps.tracking.Tracker.create_runs = _slow_create_runs
 
 _import_log = os.environ.get("LINEAR_SWEEPS_TEST_IMPORT_LOG")
 if _import_log:
