@@ -108,8 +108,7 @@ def _gather_rows(images: np.ndarray, idx: np.ndarray) -> torch.Tensor:
 
     ``images`` may be a read-only memory map (the cache). numpy asks the kernel for huge pages on
     arrays of 4 MB and more, and where transparent huge pages are on ``madvise`` a fresh one can
-    stall on memory compaction (measured: 3x slower gathers, see docs/overhead.md); torch's
-    allocator does not ask.
+    stall on memory compaction (docs/overhead.md); torch's allocator does not ask.
     """
     rows = torch.empty((len(idx),) + tuple(images.shape[1:]), dtype=torch.uint8)
     np.take(images, idx, axis=0, out=rows.numpy())

@@ -1,11 +1,11 @@
 """Preprocessed CPU splits cached beside the decoded arrays they come from, memory-mapped when read.
 
-A launch on the CPU then starts from the page cache: no float rows to fill (about 0.6 s and 740 MB
-of fresh memory for CIFAR-10 in float32), and workers on one machine share one copy of the pages.
+A launch on the CPU then starts from the page cache: no float rows to fill in fresh memory, and
+workers on one machine share one copy of the pages (figures: docs/overhead.md).
 A folder ``splits-<key>`` inside the decoded arrays' cache folder, keyed by preprocess's
 parameters; it goes when its source's cache does (a changed source has a new cache folder), and
 only the ``MAX_VARIANTS`` most recently used parameter sets are kept. The first preprocessing of a
-variant writes it in a background thread (about 2 s for 740 MB here), while training starts.
+variant writes it in a background thread, while training starts.
 """
 from __future__ import annotations
 

@@ -38,8 +38,8 @@ class Cell:
 class CellComposer:
     """Composes configs through Hydra's config loader (the same composition as a single run).
 
-    A cell's base config is composed once per launch: the preflight's composition is the loop's
-    (each costs a full Hydra composition, a quarter of a second)."""
+    A cell's base config is composed once per launch (a Hydra composition is slow): the
+    preflight's composition is the loop's."""
 
     def __init__(self, config_loader, root_config: DictConfig):
         self._loader = config_loader
