@@ -79,8 +79,9 @@ def _cache_write(path: Path, raw: RawDataset) -> None:
 
 
 def replace_folder(new: Path, path: Path) -> None:
-    """Rename ``new`` to ``path``; an unreadable cache already there is moved aside first. A
-    readable one another writer put there meanwhile wins (it holds the same arrays)."""
+    """Rename ``new`` to ``path``. Whatever is there already (an unreadable cache, or a concurrent
+    writer's, which holds the same arrays) is moved aside and removed first; a concurrent writer
+    that lands its folder between the two steps wins."""
     if path.exists() or path.is_symlink():
         old = Path(tempfile.mkdtemp(prefix=path.name + ".", suffix=".old", dir=path.parent))
         try:

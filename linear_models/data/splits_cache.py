@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 import os
+import shutil
 import tempfile
 import threading
 import time
