@@ -22,7 +22,7 @@ SAMPLERS = ["random", "tpe", "grid", "qmc", "cmaes"]
 
 
 def test_canary_this_optuna_has_what_staged_asks_use():
-    problems = adapter.trials_canary_problems()
+    problems = adapter.optuna_canary_problems() + adapter.trials_canary_problems()
     assert not problems, f"Optuna {optuna.__version__} changed what adapter.insert_trials/bind_trial use: {problems}"
 
 
