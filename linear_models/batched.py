@@ -243,6 +243,7 @@ def train_linear_classifiers_batched(
     shared_batches: bool = True, matmul_dtype: Optional[torch.dtype] = None, loss_every: int = 1,
     callback: Optional[Callable[[BatchedProgress], object]] = None,
     optimizer: str = "sgd", momentum=0.9, average_start=0.5, flip: Optional[FeatureFlip] = None,
+    X_rows: Optional[torch.Tensor] = None,
 ) -> BatchedResult:
     """Train K = len(learning_rates) linear classifiers together with minibatch SGD.
 
@@ -270,6 +271,8 @@ def train_linear_classifiers_batched(
             momentum and average_start (a float or one per trial). asgd's averaged weights are
             what is validated, passed to ``callback`` and returned.
         flip: mirror each training minibatch row with probability 1/2 (linear_models.augment).
+        X_rows: X (N, D) already in ``matmul_dtype``, when the caller keeps such a copy (a sweep
+            trains many stacks on one X); otherwise the trainer converts X once.
     Returns:
         BatchedResult (W (K, D, C), loss_history (T, K), ...).
     """
@@ -288,11 +291,22 @@ def train_linear_classifiers_batched(
     measured = _measured_steps(T, loss_every, checkpoints)
     stepper = Stepper(X, y, batch_size, shared_batches, generator, matmul_dtype, FoldPlan(lr_table, reg_t),
                       measured.tolist(), W.shape[2], K, flip=flip.to(X.device, X.dtype) if flip else None,
-                      flip_generator=_flip_generator(generator, X.device) if flip is not None else None)
+                      flip_generator=_flip_generator(generator, X.device) if flip is not None else None,
+                      X_rows=_checked_rows(X_rows, X, matmul_dtype))
     _run(stepper, active, outcomes, validation, checkpoints, spec.iters, callback)
     if loss_every > 1:  # the data losses of the steps between measurements are not recorded
         outcomes.loss_history[~measured.to(X.device)] = float("nan")
     return _result(outcomes, validation)
+
+
+def _checked_rows(X_rows: Optional[torch.Tensor], X: torch.Tensor, matmul_dtype) -> Optional[torch.Tensor]:
+    """X_rows, checked against X (N, D) and matmul_dtype; None when not given."""
+    if X_rows is None:
+        return None
+    if X_rows.shape != X.shape or X_rows.dtype != (matmul_dtype or X.dtype) or X_rows.device != X.device:
+        raise ValueError(f"X_rows must be X {tuple(X.shape)} in matmul_dtype {matmul_dtype} on {X.device}, "
+                         f"got {tuple(X_rows.shape)} {X_rows.dtype} on {X_rows.device}")
+    return X_rows
 
 
 def _run(stepper: Stepper, active: ActiveTrials, outcomes: TrialOutcomes, validation: Optional[Validation],

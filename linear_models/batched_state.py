@@ -178,22 +178,28 @@ class FoldPlan:
         return fold
 
 
+def lowp_rows(X: torch.Tensor, matmul_dtype) -> torch.Tensor:
+    """X (N, D) in the matmul dtype the minibatches are gathered from (X itself without one)."""
+    return X.to(matmul_dtype) if matmul_dtype not in (None, X.dtype) else X
+
+
 class Stepper:
     """Runs the steps of the active trials: minibatches from X (N, D), y (N,) and the step.
 
     measured[t]: step t computes the full loss (with the L2 term), see ``loss_every``.
     flip: mirror each minibatch row with probability 1/2 (coins from ``flip_generator``).
+    X_rows: X (N, D) in the matmul dtype, when the caller keeps one (else converted here).
     Indices and coins come from the (CPU) generators a block of steps at a time: the same
     numbers as one draw per step, on every device.
     """
 
     def __init__(self, X: torch.Tensor, y: torch.Tensor, batch_size: int, shared_batches: bool,
                  generator, matmul_dtype, fold_plan: FoldPlan, measured: list, num_classes: int, K: int,
-                 flip: Optional[FeatureFlip] = None, flip_generator=None):
+                 flip: Optional[FeatureFlip] = None, flip_generator=None, X_rows: Optional[torch.Tensor] = None):
         self.X, self.y, self.batch_size, self.shared = X, y, batch_size, shared_batches
-        # CUDA with low-precision matmuls: minibatches are gathered from one bf16 copy of X (half
-        # the bytes, no conversion kernel per step); the CPU path converts each batch (as tuned there).
-        self.X_rows = X.to(matmul_dtype) if X.device.type == "cuda" and matmul_dtype not in (None, X.dtype) else X
+        # With low-precision matmuls, minibatches are gathered from one copy of X in that dtype
+        # (half the bytes, no conversion per step); X_rows is that copy when the caller keeps one.
+        self.X_rows = X_rows if X_rows is not None else lowp_rows(X, matmul_dtype)
         self.generator, self.matmul_dtype = generator, matmul_dtype
         self.fold_plan, self.measured = fold_plan, measured
         self.flip, self.flip_generator = flip, flip_generator

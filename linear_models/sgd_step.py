@@ -141,13 +141,7 @@ def _decay_weights_(W2: torch.Tensor, rate: torch.Tensor, reg: torch.Tensor, sca
 
 
 def _low_precision_xt_g(X_mm: torch.Tensor, grad_scores: torch.Tensor) -> torch.Tensor:
-    """X_mm^T @ grad_scores (D, K*C) for X_mm (N, D), grad_scores (N, K*C), both in the matmul dtype.
-
-    Low-precision CPU matmuls take a transposed operand slowly: the batch is transposed first.
-    cuBLAS reads a transposed operand at full speed (and accumulates bf16 products in float32).
-    """
-    if X_mm.device.type == "cpu":
-        return X_mm.t().contiguous() @ grad_scores
+    """X_mm^T @ grad_scores (D, K*C) for X_mm (N, D), grad_scores (N, K*C), both in the matmul dtype."""
     return X_mm.t() @ grad_scores
 
 

@@ -25,7 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 import linear_models as lm
 
 from .config_view import ConfigView
-from .data import load_features, matmul_dtype, matmul_dtype_name, matmul_precision, resolve_device
+from .data import load_features, matmul_dtype, matmul_dtype_name, matmul_precision, matmul_rows, resolve_device
 from .recording import TrialRecording, record_trials
 from .ticker import TrainingTicker
 from .tracking import Tracker
@@ -130,6 +130,7 @@ def _run_group(specs: List[TrialSpec], device: torch.device, tracker: Optional[T
                          scale=cfg.model.init_scale, generator=gen)
     # Scores use the training matmuls' precision too; on CUDA, auto is TF32 (matmul_precision).
     mm_dtype = matmul_dtype(cfg.model, device)
+    X_rows = matmul_rows(data, mm_dtype)
     checks = _CheckPoints(specs, data, device, mm_dtype, report_intermediate, should_prune)
     start = time.perf_counter()
     label = f"training {K} trial{'s' if K > 1 else ''} ({', '.join(sorted({s.cfg.loss.name for s in specs}))})"
@@ -143,8 +144,8 @@ def _run_group(specs: List[TrialSpec], device: torch.device, tracker: Optional[T
             lr_gamma=cfg.model.lr_decay_gamma, matmul_dtype=mm_dtype, loss_every=cfg.tracking.loss_every,
             callback=checks, optimizer=cfg.optimizer.name, momentum=[s.cfg.optimizer.momentum for s in specs],
             average_start=[s.cfg.optimizer.average_start for s in specs],
-            flip=data["transform"].flip if cfg.augment.name == "flip" else None)
-        outcomes = _outcomes(specs, result, data, mm_dtype, checks)  # scored in the training's precision
+            flip=data["transform"].flip if cfg.augment.name == "flip" else None, X_rows=X_rows)
+        outcomes = _outcomes(specs, result, data, X_rows, mm_dtype, checks)  # scored in the training's precision
     for out in outcomes:  # amortized over the stack, the final accuracies on whole splits included
         out.seconds = (time.perf_counter() - start) / K
     if tracker is not None:
@@ -200,11 +201,13 @@ class _CheckPoints:
         return pruned
 
 
-def _outcomes(specs: List[TrialSpec], result, data: dict, mm_dtype, checks: _CheckPoints) -> List[TrialOutcome]:
-    """Each trial's outcome from the stack's result (final accuracies on the whole splits)."""
+def _outcomes(specs: List[TrialSpec], result, data: dict, X_rows: torch.Tensor, mm_dtype,
+              checks: _CheckPoints) -> List[TrialOutcome]:
+    """Each trial's outcome from the stack's result (final accuracies on the whole splits;
+    X_rows: the training split in the matmul dtype)."""
     cfg = specs[0].cfg
     W_all = result.W.permute(1, 0, 2)  # (D, K, C)
-    final_train = lm.batched_accuracy(W_all, data["X_train"], data["y_train"], matmul_dtype=mm_dtype).tolist()
+    final_train = lm.batched_accuracy(W_all, X_rows, data["y_train"], matmul_dtype=mm_dtype).tolist()
     val_pred = result.val_predictions.cpu().numpy() if result.val_predictions is not None else None  # (K, N_val)
     final_test = (lm.batched_accuracy(W_all, data["X_test"], data["y_test"], matmul_dtype=mm_dtype).tolist()
                   if cfg.tracking.test_eval == "all" else None)
