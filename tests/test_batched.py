@@ -211,6 +211,16 @@ def test_bf16_matmuls_keep_accuracy():
     assert abs(low_scored - acc[1]) < 0.01
 
 
+def test_bf16_rows_kept_by_the_caller_train_the_same_trials():
+    X, y = blobs(N=400, D=30, C=5, dtype=torch.float32)
+    args = (["svm", "softmax"], X, y, [1e-2, 3e-2], [1e-4, 1e-3], 60, 32)
+    own = lm.train_linear_classifiers_batched(*args, seed=0, matmul_dtype=torch.bfloat16)
+    kept = lm.train_linear_classifiers_batched(*args, seed=0, matmul_dtype=torch.bfloat16, X_rows=X.to(torch.bfloat16))
+    assert torch.equal(own.W, kept.W) and torch.equal(own.loss_history, kept.loss_history)
+    with pytest.raises(ValueError, match=r"X_rows must be X \(400, 31\) in matmul_dtype torch.bfloat16 .* got \(400, 31\) torch.float32"):
+        lm.train_linear_classifiers_batched(*args, seed=0, matmul_dtype=torch.bfloat16, X_rows=X)
+
+
 def test_batched_predict_and_accuracy_match_per_trial_scores():
     X, y = blobs(N=300, D=12, C=5)
     W = torch.randn(X.shape[1], 3, 5, dtype=X.dtype, generator=torch.Generator().manual_seed(0))

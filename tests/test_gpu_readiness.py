@@ -76,8 +76,8 @@ def test_matmul_precision_sets_cuda_tf32_and_restores_it(model, inside):
 @pytest.mark.parametrize("device", ["cpu"] + CUDA)
 @pytest.mark.parametrize("optimizer", ["sgd", "momentum"])
 def test_a_step_on_bf16_rows_equals_converting_them_in_the_step(device, optimizer):
-    """The CUDA trainer gathers minibatches from a bf16 copy of X: the step gives the same
-    update as converting a float32 batch itself (the CPU path)."""
+    """The trainer gathers minibatches from a bf16 copy of X: the step gives the same update as
+    converting a float32 batch itself."""
     from linear_models.optimizers import momentum_step_
     from linear_models.sgd_step import _sgd_step_
 
@@ -95,6 +95,15 @@ def test_a_step_on_bf16_rows_equals_converting_them_in_the_step(device, optimize
                                   False, alive, matmul_dtype=torch.bfloat16)
         runs.append((W, loss))
     assert torch.equal(runs[0][0], runs[1][0]) and torch.equal(runs[0][1], runs[1][1])
+
+
+def test_the_bf16_training_split_is_converted_once_per_launch():
+    X = torch.randn(40, 7)
+    splits = {"X_train": X}
+    rows = data.matmul_rows(splits, torch.bfloat16)
+    assert rows.dtype == torch.bfloat16 and torch.equal(rows, X.bfloat16())
+    assert data.matmul_rows(splits, torch.bfloat16) is rows  # kept with the cached splits
+    assert data.matmul_rows(splits, None) is X and data.matmul_rows(splits, torch.float32) is X
 
 
 @needs_cuda
