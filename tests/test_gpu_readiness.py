@@ -147,3 +147,15 @@ def test_the_auto_round_size_on_cuda():
     assert random.batch_size_for("cpu", 5000, cuda_fit=700) == 64
     assert tpe.batch_size_for("cuda", 100, cuda_fit=700) == 25  # learns from tells: about four rounds
     assert SweeperOptions(sampler="random", batch_size=3).batch_size_for("cuda", 100, cuda_fit=700) == 3
+
+
+@pytest.mark.parametrize("preprocess,swept,expected", [
+    ("mean", [], torch.bfloat16),
+    ("mean", ["model.matmul_dtype"], None),  # each study converts its own
+    ("mean", ["preprocess"], None),
+    ("zca", [], None),  # the stacks train on the whitened split, not the prefetched one
+])
+def test_the_prefetch_makes_the_bf16_split_only_when_every_stack_trains_on_it(preprocess, swept, expected):
+    config = OmegaConf.create({"preprocess": {"name": preprocess},
+                               "model": {"matmul_dtype": "bfloat16", "dtype": "float32"}})
+    assert data._prefetched_rows_dtype(config, torch.device("cpu"), swept) == expected
