@@ -116,14 +116,18 @@ def _checked_spec(loss, learning_rates, regs, num_iters, lr_schedules, batch_siz
 
 
 def _initial_weights(X: torch.Tensor, y: torch.Tensor, K: int, W_init, init_scale: float, generator) -> torch.Tensor:
-    """W (D, K, C): ``init_scale * randn`` (C = y.max() + 1), or a contiguous copy of W_init (D, K, C)."""
+    """W (D, K, C): ``init_scale * randn`` (C = y.max() + 1), or a contiguous copy of W_init (D, K, C);
+    checked against the data."""
     _, D = X.shape
     num_classes = int(y.max()) + 1
     if W_init is None:
-        return init_weights(D, num_classes, like=X, scale=init_scale, generator=generator, num_trials=K)
-    if W_init.shape[:2] != (D, K):
+        W = init_weights(D, num_classes, like=X, scale=init_scale, generator=generator, num_trials=K)
+    elif W_init.shape[:2] != (D, K):
         raise ValueError(f"W_init must have shape ({D}, {K}, C), got {tuple(W_init.shape)}")
-    return W_init.to(device=X.device, dtype=X.dtype).clone(memory_format=torch.contiguous_format)
+    else:
+        W = W_init.to(device=X.device, dtype=X.dtype).clone(memory_format=torch.contiguous_format)
+    check_weights_data(W[:, 0, :], X, y)
+    return W
 
 
 def _lr_table(spec: _TrialSpec, step_every, gamma: float, like: torch.Tensor) -> torch.Tensor:
@@ -142,10 +146,13 @@ def _active_trials(spec: _TrialSpec, W: torch.Tensor, lr_table: torch.Tensor, re
     return ActiveTrials(W, lr_table, reg, spec.losses, spec.optimizer, momentum=momentum, avg_weight=averaging)
 
 
-def _flip_generator(generator: Optional[torch.Generator], device) -> torch.Generator:
-    """The flip coins' own generator, seeded from the minibatch generator's seed (+1)."""
+def _flip_args(flip: Optional[FeatureFlip], generator: Optional[torch.Generator], X: torch.Tensor) -> dict:
+    """Stepper's flip (on X's device and dtype) and the coins' own generator, seeded from the
+    minibatch generator's seed (+1); nothing without a flip."""
+    if flip is None:
+        return {}
     seed = generator.initial_seed() if generator is not None else int(torch.randint(2 ** 62, ()))
-    return make_generator(device, seed + 1)
+    return {"flip": flip.to(X.device, X.dtype), "flip_generator": make_generator(X.device, seed + 1)}
 
 
 def _checkpoints(iters: list, eval_every: Optional[int]) -> list:
@@ -241,9 +248,8 @@ def train_linear_classifiers_batched(
     W_init: Optional[torch.Tensor] = None, init_scale: float = 1e-6,
     lr_schedules="none", lr_step_every: Optional[int] = None, lr_gamma: float = 0.5,
     shared_batches: bool = True, matmul_dtype: Optional[torch.dtype] = None, loss_every: int = 1,
-    callback: Optional[Callable[[BatchedProgress], object]] = None,
+    callback: Optional[Callable[[BatchedProgress], object]] = None, X_rows: Optional[torch.Tensor] = None,
     optimizer: str = "sgd", momentum=0.9, average_start=0.5, flip: Optional[FeatureFlip] = None,
-    X_rows: Optional[torch.Tensor] = None,
 ) -> BatchedResult:
     """Train K = len(learning_rates) linear classifiers together with minibatch SGD.
 
@@ -271,8 +277,7 @@ def train_linear_classifiers_batched(
             momentum and average_start (a float or one per trial). asgd's averaged weights are
             what is validated, passed to ``callback`` and returned.
         flip: mirror each training minibatch row with probability 1/2 (linear_models.augment).
-        X_rows: X (N, D) already in ``matmul_dtype``, when the caller keeps such a copy (a sweep
-            trains many stacks on one X); otherwise the trainer converts X once.
+        X_rows: X (N, D) in ``matmul_dtype``, a copy the caller keeps (else X is converted once).
     Returns:
         BatchedResult (W (K, D, C), loss_history (T, K), ...).
     """
@@ -281,7 +286,6 @@ def train_linear_classifiers_batched(
     K, T = len(spec.lrs), max(spec.iters)
     generator = generator if generator is not None else make_generator(X.device, seed)
     W = _initial_weights(X, y, K, W_init, init_scale, generator)
-    check_weights_data(W[:, 0, :], X, y)
     lr_table = _lr_table(spec, lr_step_every, lr_gamma, X)
     reg_t = torch.tensor(spec.regs, device=X.device, dtype=X.dtype)
     outcomes = TrialOutcomes(spec.iters, X.shape[1], W.shape[2], like=X)
@@ -290,9 +294,8 @@ def train_linear_classifiers_batched(
     checkpoints = _checkpoints(spec.iters, eval_every)
     measured = _measured_steps(T, loss_every, checkpoints)
     stepper = Stepper(X, y, batch_size, shared_batches, generator, matmul_dtype, FoldPlan(lr_table, reg_t),
-                      measured.tolist(), W.shape[2], K, flip=flip.to(X.device, X.dtype) if flip else None,
-                      flip_generator=_flip_generator(generator, X.device) if flip is not None else None,
-                      X_rows=_checked_rows(X_rows, X, matmul_dtype))
+                      measured.tolist(), W.shape[2], K, X_rows=_checked_rows(X_rows, X, matmul_dtype),
+                      **_flip_args(flip, generator, X))
     _run(stepper, active, outcomes, validation, checkpoints, spec.iters, callback)
     if loss_every > 1:  # the data losses of the steps between measurements are not recorded
         outcomes.loss_history[~measured.to(X.device)] = float("nan")
