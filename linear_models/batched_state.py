@@ -178,11 +178,6 @@ class FoldPlan:
         return fold
 
 
-def lowp_rows(X: torch.Tensor, matmul_dtype) -> torch.Tensor:
-    """X (N, D) in the matmul dtype the minibatches are gathered from (X itself without one)."""
-    return X.to(matmul_dtype) if matmul_dtype not in (None, X.dtype) else X
-
-
 class Stepper:
     """Runs the steps of the active trials: minibatches from X (N, D), y (N,) and the step.
 
@@ -199,7 +194,9 @@ class Stepper:
         self.X, self.y, self.batch_size, self.shared = X, y, batch_size, shared_batches
         # With low-precision matmuls, minibatches are gathered from one copy of X in that dtype
         # (half the bytes, no conversion per step); X_rows is that copy when the caller keeps one.
-        self.X_rows = X_rows if X_rows is not None else lowp_rows(X, matmul_dtype)
+        if X_rows is None:
+            X_rows = X.to(matmul_dtype) if matmul_dtype not in (None, X.dtype) else X
+        self.X_rows = X_rows
         self.generator, self.matmul_dtype = generator, matmul_dtype
         self.fold_plan, self.measured = fold_plan, measured
         self.flip, self.flip_generator = flip, flip_generator
