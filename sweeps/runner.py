@@ -131,7 +131,7 @@ def _run_group(specs: List[TrialSpec], device: torch.device, tracker: Optional[T
     # Scores use the training matmuls' precision too; on CUDA, auto is TF32 (matmul_precision).
     mm_dtype = matmul_dtype(cfg.model, device)
     X_rows = matmul_rows(data, mm_dtype)
-    checks = _CheckPoints(specs, data, device, mm_dtype, report_intermediate, should_prune)
+    checks = _CheckPoints(specs, data, X_rows, mm_dtype, report_intermediate, should_prune)
     start = time.perf_counter()
     label = f"training {K} trial{'s' if K > 1 else ''} ({', '.join(sorted({s.cfg.loss.name for s in specs}))})"
     with TrainingTicker(label, max(checks.iters), lambda: checks.step), matmul_precision(cfg.model, device):
@@ -167,13 +167,11 @@ class _CheckPoints:
     """The batched trainer's callback: at each check point, the train accuracy on a fixed subset
     and the val accuracy per live trial; reports them to Optuna and returns the trials to prune."""
 
-    def __init__(self, specs: List[TrialSpec], data: dict, device: torch.device, mm_dtype, report: bool,
+    def __init__(self, specs: List[TrialSpec], data: dict, X_rows: torch.Tensor, mm_dtype, report: bool,
                  should_prune: Optional[Callable[[Any], bool]]):
         self.specs, self.report, self.should_prune, self.mm_dtype = specs, report, should_prune, mm_dtype
-        sub = torch.arange(min(TRAIN_SUBSET, data["X_train"].shape[0]), device=device)
-        self.X_sub, self.y_sub = data["X_train"][sub], data["y_train"][sub]
-        if mm_dtype is not None:
-            self.X_sub = self.X_sub.to(mm_dtype)  # scored at every check point: converted once
+        # The first rows of the training split, already in the matmul dtype (X_rows).
+        self.X_sub, self.y_sub = X_rows[:TRAIN_SUBSET], data["y_train"][:TRAIN_SUBSET]
         self.eval_every = specs[0].cfg.eval_every
         self.iters = [s.cfg.model.num_iters for s in specs]
         self.val_hist: List[Dict[int, float]] = [dict() for _ in specs]
