@@ -3,6 +3,7 @@
     python benchmarks/peer.py --trials 50 --rounds 2          # the measurement (issue #14)
     python benchmarks/peer.py --trials 2 --rounds 1 --iters 50   # a smoke run
     python benchmarks/peer.py --json peer.json --rebuild-venv
+    python benchmarks/peer.py --rounds 1 --variant 'pruned=hydra.sweeper.pruner=median'   # one more row
 
 The peer is Hydra's own Optuna sweeper (hydra-optuna-sweeper 1.3.0, which needs optuna<3, so it
 gets its own virtual environment, built once into benchmarks/.peer-venv) over the homework
@@ -186,12 +187,29 @@ def one_round(python: str, args, settings: dict) -> dict:
         print(f"  linear-sweep: {args.trials} + {args.trials} trials ...", flush=True)
         (work / "ls").mkdir()
         ours = run_linear_sweep(args.trials, args.iters, args.archive, work / "ls", args.override)
-    for r in (peer, ours):
+        variants = []
+        for i, (name, overrides) in enumerate(args.variant):
+            print(f"  linear-sweep [{name}]: {' '.join(overrides)} ...", flush=True)
+            (work / f"ls-{i}").mkdir()
+            variants.append(run_linear_sweep(args.trials, args.iters, args.archive, work / f"ls-{i}",
+                                             [*args.override, *overrides]))
+            variants[-1]["tool"] = f"ls [{name}]"
+    for r in (peer, ours, *variants):
         r["per_trial_seconds"] = r["wall_seconds"] / r["trials"]
         r["started_per_trial_seconds"] = r["started_seconds"] / r["trials"]
-    return {"peer": peer, "linear_sweep": ours,
-            "ratio": peer["per_trial_seconds"] / ours["per_trial_seconds"],
-            "ratio_once_started": peer["started_per_trial_seconds"] / ours["started_per_trial_seconds"]}
+    for r in (ours, *variants):
+        r["ratio"] = peer["per_trial_seconds"] / r["per_trial_seconds"]
+        r["ratio_once_started"] = peer["started_per_trial_seconds"] / r["started_per_trial_seconds"]
+    return {"peer": peer, "linear_sweep": ours, "variants": variants,
+            "ratio": ours["ratio"], "ratio_once_started": ours["ratio_once_started"]}
+
+
+def parse_variant(text: str) -> tuple:
+    """``NAME=KEY=VALUE [KEY=VALUE ...]`` -> (NAME, [KEY=VALUE, ...])."""
+    name, _, overrides = text.partition("=")
+    if not name or "=" not in overrides:
+        raise argparse.ArgumentTypeError(f"--variant must be NAME=KEY=VALUE [KEY=VALUE ...], got {text!r}")
+    return name, overrides.split()
 
 
 def _acc(value) -> str:
@@ -204,13 +222,13 @@ def print_table(rounds: list) -> dict:
             f"  {'best val svm':>12} {'best val softmax':>16}")
     print("\n" + head + "\n" + "-" * len(head))
     for i, r in enumerate(rounds, 1):
-        for key in ("peer", "linear_sweep"):
-            t = r[key]
+        for t in (r["peer"], r["linear_sweep"], *r.get("variants", ())):
             print(f"{i:>5}  {t['tool']:<12} {t['wall_seconds']:>8.1f} {t['trials']:>6} {t['per_trial_seconds']:>8.3f} "
                   f"{t['started_per_trial_seconds']:>15.3f}  {_acc(t['best_val_acc'].get('svm')):>12} "
                   f"{_acc(t['best_val_acc'].get('softmax')):>16}")
-        print(f"{i:>5}  {'ratio':<12} peer / linear-sweep per trial: {r['ratio']:.1f}x end to end, "
-              f"{r['ratio_once_started']:.1f}x once started")
+        for t in (r["linear_sweep"], *r.get("variants", ())):
+            print(f"{i:>5}  {'ratio':<12} peer / {t['tool']} per trial: {t['ratio']:.1f}x end to end, "
+                  f"{t['ratio_once_started']:.1f}x once started")
     ratios = [r["ratio"] for r in rounds]
     best_ok = all((r["linear_sweep"]["best_val_acc"].get(l) or 0) >= (r["peer"]["best_val_acc"].get(l) or 0)
                   for r in rounds for l in LOSSES)
@@ -230,6 +248,9 @@ def main(argv=None) -> dict:
     parser.add_argument("--venv", type=Path, default=DEFAULT_VENV, help="the peer's virtual environment")
     parser.add_argument("--rebuild-venv", action="store_true")
     parser.add_argument("--override", action="append", default=[], metavar="KEY=VALUE", help="more for linear-sweep")
+    parser.add_argument("--variant", action="append", default=[], type=parse_variant, metavar="NAME=KEY=VALUE ...",
+                        help="also run linear-sweep with these overrides (e.g. 'pruned=hydra.sweeper.pruner=median'),"
+                             " a row of its own; the goal is judged on the default run")
     parser.add_argument("--json", metavar="PATH")
     args = parser.parse_args(argv)
     if not args.archive.exists():
