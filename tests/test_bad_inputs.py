@@ -220,6 +220,9 @@ def data_cases(base: Path):
     ]
 
 
+SHARED_FIXTURES = ("data_results",)  # its tests run on one xdist worker (tests/conftest.py)
+
+
 @pytest.fixture(scope="module")
 def data_results(base):
     """Every data case in both modes, run by tests/bad_input_driver.py in one process."""

@@ -244,6 +244,9 @@ def test_js_number_matches_javascript():
     assert js_number(5e-05) == "0.00005"
 
 
+SHARED_FIXTURES = ("served_sweep",)  # its tests run on one xdist worker (tests/conftest.py)
+
+
 @pytest.fixture(scope="module")
 def served_sweep(tmp_path_factory):
     """A small real sweep (two studies, three trials each) behind a real `mlflow server`."""

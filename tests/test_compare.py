@@ -23,6 +23,9 @@ RESEED = 2
 slow = pytest.mark.slow
 
 
+SHARED_FIXTURES = ("sweep",)  # its tests run on one xdist worker (tests/conftest.py)
+
+
 @pytest.fixture(scope="module")
 def sweep(tmp_path_factory):
     """One real sweep, 4 trials per loss, in SQLite stores; shared by every test here."""

@@ -191,6 +191,8 @@ def test_signal_while_a_study_is_opened(base):
 
 
 CAMPAIGN_SEED = int(os.environ.get("LINEAR_SWEEPS_CAMPAIGN_SEED", "20240917"))
+# Six launches of the default seed stop by each of the four ways, from the start and mid-trial.
+CAMPAIGN_LAUNCHES = int(os.environ.get("LINEAR_SWEEPS_CAMPAIGN_LAUNCHES", "6"))
 STOPS = ("SIGKILL", "SIGTERM", "SIGINT", "double SIGINT")
 # What each way of stopping may exit with: the sweep's own code, or (signalled before the sweeper
 # installed its handlers, while Python starts) the default action of the signal.
@@ -198,15 +200,16 @@ ALLOWED = {"SIGKILL": {-9}, "SIGTERM": {143, -15}, "SIGINT": {130, -2, 1}, "doub
 
 
 def test_randomized_stop_campaign(base):
-    """Ten launches of one sweep, each stopped at a random moment; then one to completion.
-    LINEAR_SWEEPS_CAMPAIGN_SEED=<seed> replays (or varies) the campaign."""
+    """Launches of one sweep, each stopped at a random moment; then one to completion.
+    LINEAR_SWEEPS_CAMPAIGN_SEED=<seed> replays (or varies) the campaign and
+    LINEAR_SWEEPS_CAMPAIGN_LAUNCHES=<n> lengthens it."""
     rng = random.Random(CAMPAIGN_SEED)
     work = new_workdir(base, "campaign")
-    n = 24  # enough work that most launches are stopped before the study ends
+    n = 3 * CAMPAIGN_LAUNCHES  # enough work that most launches are stopped before the study ends
     args = [*FAST, f"hydra.sweeper.n_trials={n}", "hydra.sweeper.batch_size=2",
             f"hydra.sweeper.shutdown_timeout={SHUTDOWN}"]
     history = []
-    for i in range(10):
+    for i in range(CAMPAIGN_LAUNCHES):
         how = rng.choice(STOPS)
         anchor = rng.choice(("start", "trial"))  # from the launch's start, or once a trial runs
         # From the start: often while Python and the sweeper start up (about 5 s), or opening.

@@ -15,6 +15,9 @@ pytestmark = pytest.mark.slow
 ARGS = [*FAST, "hydra.sweeper.batch_size=2"]
 
 
+SHARED_FIXTURES = ("stores",)  # its tests run on one xdist worker (tests/conftest.py)
+
+
 @pytest.fixture(scope="module")
 def stores(tmp_path_factory):
     """One pair of stores, launched into as the tests below describe (in this order)."""

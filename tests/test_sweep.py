@@ -33,6 +33,9 @@ def assert_states_agree(study, client):
     return runs
 
 
+SHARED_FIXTURES = ("two_loss_sweep",)  # its tests run on one xdist worker (tests/conftest.py)
+
+
 @pytest.fixture(scope="module")
 def two_loss_sweep(tmp_path_factory):
     work = tmp_path_factory.mktemp("sweep") / "work"

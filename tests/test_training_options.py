@@ -14,6 +14,8 @@ from sweeps.search_space import plan_sweep
 from sweep_helpers import run_sweep
 
 
+SHARED_FIXTURES = ("sweep",)  # its tests run on one xdist worker (tests/conftest.py)
+
 
 @pytest.fixture(scope="module")
 def sweep(tmp_path_factory):
