@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import math
 from pathlib import Path
-from typing import Any, Dict
+from typing import Any, Dict, List, Optional
 
 import matplotlib
 
@@ -18,6 +18,7 @@ log = logging.getLogger(__name__)
 
 LR_KEY, REG_KEY = "model.learning_rate", "model.reg"
 MIN_TRIALS_FOR_IMPORTANCE = 8  # fANOVA importances from fewer trials are noise (and slow to fit)
+CONTOUR_MAX_PARAMS = 2  # the contour is an n x n grid of panels: one readable panel at 8 x 5 inches
 
 
 def accuracy_map(ax, trials, title: str, vmin=None, vmax=None):
@@ -39,9 +40,24 @@ def accuracy_map(ax, trials, title: str, vmin=None, vmax=None):
     return sc
 
 
-def _save_optuna_plot(fn, study, path: Path, margins: Dict[str, float]) -> bool:
+def contour_params(study: optuna.Study, complete) -> List[str]:
+    """The params of the contour plot: the CONTOUR_MAX_PARAMS most important ones (fANOVA) once
+    there are MIN_TRIALS_FOR_IMPORTANCE completed trials, else lr and reg (or the first ones)."""
+    names = list(complete[-1].distributions)
+    if len(names) <= CONTOUR_MAX_PARAMS:
+        return names
+    if len(complete) >= MIN_TRIALS_FOR_IMPORTANCE:
+        try:
+            return list(optuna.importance.get_param_importances(study))[:CONTOUR_MAX_PARAMS]
+        except Exception as e:  # e.g. a param that never varied
+            log.info("contour params by search-space order: %s", e)
+    first = [n for n in (LR_KEY, REG_KEY) if n in names]
+    return (first + [n for n in names if n not in first])[:CONTOUR_MAX_PARAMS]
+
+
+def _save_optuna_plot(fn, study, path: Path, margins: Optional[Dict[str, float]], **kwargs) -> bool:
     try:
-        ax = fn(study)
+        ax = fn(study, **kwargs)
         fig = ax.figure if hasattr(ax, "figure") else ax.flat[0].figure
         _save(fig, path, margins)
         return True
@@ -51,10 +67,11 @@ def _save_optuna_plot(fn, study, path: Path, margins: Dict[str, float]) -> bool:
         return False
 
 
-def _save(fig, path: Path, margins: Dict[str, float]) -> None:
+def _save(fig, path: Path, margins: Optional[Dict[str, float]]) -> None:
     # Fixed margins, not tight_layout: measuring every label's extent took about 40% of a report.
     fig.set_size_inches(8, 5)
-    fig.subplots_adjust(**margins)
+    if margins is not None:  # None: the plot's own layout (a colour bar placed beside its axes)
+        fig.subplots_adjust(**margins)
     fig.savefig(path, dpi=90)
     plt.close(fig)
 
@@ -88,7 +105,8 @@ def log_study_report(study: optuna.Study, tracker, parent_id: str, summary: Dict
         # draw it again (0.5 s), and the importances cost 1.5 s of scikit-learn import (Optuna's
         # importance module loads it) while the next round trains.
         if complete and set(complete[-1].distributions) != {LR_KEY, REG_KEY}:
-            _save_optuna_plot(ovm.plot_contour, study, tmp / "contour.png", PLOT_MARGINS)
+            _save_optuna_plot(ovm.plot_contour, study, tmp / "contour.png", None,
+                              params=contour_params(study, complete))
             if len(complete) >= MIN_TRIALS_FOR_IMPORTANCE:
                 _save_optuna_plot(ovm.plot_param_importances, study, tmp / "param_importances.png",
                                   IMPORTANCE_MARGINS)

@@ -42,3 +42,17 @@ def test_report_plots_follow_the_search_space(tmp_path, params, expected):
     run = tracker.get_run(parent)
     assert run.data.metrics["best_val_acc"] == pytest.approx(study.best_value)
     assert run.data.tags["best.model.learning_rate"] == str(study.best_params["model.learning_rate"])
+
+
+def test_contour_of_a_large_space_shows_its_two_most_important_params():
+    """Five params: the contour is one panel of the two that matter most, not a 5 x 5 grid."""
+    from sweeps.study_report import contour_params
+
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=0))
+    study.optimize(lambda t: (t.suggest_float("model.learning_rate", 0, 1) + 2 * t.suggest_float("b", 0, 1)
+                              + 3 * t.suggest_float("c", 0, 1) + 0 * t.suggest_float("model.reg", 0, 1)
+                              + 0 * t.suggest_float("e", 0, 1)), n_trials=30)
+    complete = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
+    assert contour_params(study, complete) == ["c", "b"]
+    # Too few trials for importances: lr and reg.
+    assert contour_params(study, complete[:5]) == ["model.learning_rate", "model.reg"]
