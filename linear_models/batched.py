@@ -250,6 +250,7 @@ def train_linear_classifiers_batched(
     shared_batches: bool = True, matmul_dtype: Optional[torch.dtype] = None, loss_every: int = 1,
     callback: Optional[Callable[[BatchedProgress], object]] = None, X_rows: Optional[torch.Tensor] = None,
     optimizer: str = "sgd", momentum=0.9, average_start=0.5, flip: Optional[FeatureFlip] = None,
+    score_dtype: Optional[torch.dtype] = None,
 ) -> BatchedResult:
     """Train K = len(learning_rates) linear classifiers together with minibatch SGD.
 
@@ -264,13 +265,12 @@ def train_linear_classifiers_batched(
         seed / generator: reproducible initial weights and minibatches. W_init: (D, K, C)
             initial weights instead of ``init_scale * randn``.
         shared_batches: one minibatch for all trials (default); False samples one per trial.
-        matmul_dtype: e.g. torch.bfloat16 for the two matmuls and validation scores (weights
-            and their updates stay in X's dtype).
+        matmul_dtype: e.g. torch.bfloat16 for each step's two matmuls (W stays in X's dtype).
+        score_dtype: validation scores' precision (None: X's dtype, the weights' own accuracy).
         loss_every: measure the loss (data + L2) every k steps, at each trial's last step and
             before each check point; loss_history is NaN at the other steps (the L2 term is a
-            pass over all weights, ~7% of a CPU step). Updates are the same for every k; a
-            non-finite data loss stops a trial at once, an overflowing L2 term at the next
-            measured step.
+            pass over all weights, ~7% of a CPU step). Updates are the same for every k; a non-finite
+            data loss stops a trial at once, an overflowing L2 term at the next measured step.
         callback: ``callback(BatchedProgress)`` at every check point; it returns trial indices
             to prune (or None). Pruned trials stop at once.
         optimizer: "sgd" | "momentum" | "nesterov" | "asgd" (linear_models.optimizers), with
@@ -289,7 +289,7 @@ def train_linear_classifiers_batched(
     lr_table = _lr_table(spec, lr_step_every, lr_gamma, X)
     reg_t = torch.tensor(spec.regs, device=X.device, dtype=X.dtype)
     outcomes = TrialOutcomes(spec.iters, X.shape[1], W.shape[2], like=X)
-    validation = Validation.create(X_val, y_val, K, matmul_dtype, X.device)
+    validation = Validation.create(X_val, y_val, K, score_dtype, X.device)
     active = _active_trials(spec, W, lr_table, reg_t)
     checkpoints = _checkpoints(spec.iters, eval_every)
     measured = _measured_steps(T, loss_every, checkpoints)

@@ -119,28 +119,28 @@ class TrialOutcomes:
 class Validation:
     """Validation accuracy at each check point, and each trial's predictions when it leaves.
 
-    X (N_val, D) (converted once to the matmul dtype), y (N_val,); steps and rows ((K,)
+    X (N_val, D) (converted once to the scores' dtype), y (N_val,); steps and rows ((K,)
     float64, NaN for trials no longer training) per check point; predictions (K, N_val)
     int64, -1 for a diverged trial.
     """
 
-    def __init__(self, X_val: torch.Tensor, y_val: torch.Tensor, K: int, matmul_dtype, device):
-        self.X = X_val.to(matmul_dtype) if matmul_dtype is not None else X_val  # scored at every check point
-        self.y, self.K, self.matmul_dtype = y_val, K, matmul_dtype
+    def __init__(self, X_val: torch.Tensor, y_val: torch.Tensor, K: int, score_dtype, device):
+        self.X = X_val.to(score_dtype) if score_dtype is not None else X_val  # scored at every check point
+        self.y, self.K, self.score_dtype = y_val, K, score_dtype
         self.predictions = torch.full((K, X_val.shape[0]), -1, dtype=torch.long, device=device)
         self.steps: list = []
         self.rows: list = []
 
     @classmethod
-    def create(cls, X_val, y_val, K: int, matmul_dtype, device) -> Optional["Validation"]:
+    def create(cls, X_val, y_val, K: int, score_dtype, device) -> Optional["Validation"]:
         """A Validation, or None without (non-empty) validation data."""
         if X_val is None or y_val is None or X_val.shape[0] == 0:
             return None
-        return cls(X_val, y_val, K, matmul_dtype, device)
+        return cls(X_val, y_val, K, score_dtype, device)
 
     def score(self, W: torch.Tensor) -> tuple[torch.Tensor, list]:
         """(predictions (N_val, K_a), accuracies [K_a]) of the active weights W (D, K_a, C)."""
-        pred = batched_predict(W, self.X, matmul_dtype=self.matmul_dtype)
+        pred = batched_predict(W, self.X, matmul_dtype=self.score_dtype)
         return pred, (pred == self.y[:, None]).sum(dim=0).double().div_(max(self.X.shape[0], 1)).tolist()
 
     def record(self, step: int, ids: list, alive: list, accuracies: list) -> None:

@@ -43,6 +43,7 @@ class ModelConfig:
     lr_decay_every: Optional[int] = None  # step decay period (default: num_iters / 3)
     lr_decay_gamma: float = 0.5  # step decay factor
     matmul_dtype: Optional[str] = "auto"  # auto | null | bfloat16 ...: precision of the two matmuls of each step
+    score_in_matmul_dtype: bool = False  # accuracies scored in matmul_dtype too, else in dtype (the weights' own)
 
 
 @dataclass

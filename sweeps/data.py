@@ -75,6 +75,12 @@ def matmul_dtype(model_cfg: DictConfig, device: torch.device) -> Optional[torch.
     return getattr(torch, name) if name else None
 
 
+def score_dtype(model_cfg: DictConfig, device: torch.device) -> Optional[torch.dtype]:
+    """The precision accuracies are scored in: the weights' own (None), so a run's val_acc is what
+    its weights.pt predicts, unless ``model.score_in_matmul_dtype`` (bf16 scores flip near-ties)."""
+    return matmul_dtype(model_cfg, device) if model_cfg.score_in_matmul_dtype else None
+
+
 def uses_tf32(model_cfg: DictConfig, device: torch.device) -> bool:
     """model.matmul_dtype=auto with float32 weights on CUDA: float32 matmuls run in TF32."""
     return model_cfg.matmul_dtype == "auto" and model_cfg.dtype == "float32" and torch.device(device).type == "cuda"

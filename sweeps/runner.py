@@ -25,7 +25,8 @@ from omegaconf import DictConfig, OmegaConf
 import linear_models as lm
 
 from .config_view import ConfigView
-from .data import load_features, matmul_dtype, matmul_dtype_name, matmul_precision, matmul_rows, resolve_device
+from .data import (load_features, matmul_dtype, matmul_dtype_name, matmul_precision, matmul_rows, resolve_device,
+                   score_dtype)
 from .recording import TrialRecording, record_trials
 from .ticker import TrainingTicker
 from .tracking import Tracker
@@ -61,7 +62,8 @@ def trial_params(cfg: DictConfig, device: torch.device) -> Dict[str, Any]:
         "batch_size": m.batch_size, "dtype": m.dtype, "device": str(device), "dataset": cfg.dataset.name,
         "seed": cfg.seed, "init_scale": m.init_scale, "lr_decay": m.lr_decay,
         "lr_decay_every": m.lr_decay_every, "lr_decay_gamma": m.lr_decay_gamma, "eval_every": cfg.eval_every,
-        "matmul_dtype": matmul_dtype_name(m, device), "validation_ratio": cfg.dataset.validation_ratio,
+        "matmul_dtype": matmul_dtype_name(m, device), "score_in_matmul_dtype": m.score_in_matmul_dtype,
+        "validation_ratio": cfg.dataset.validation_ratio,
         **training_option_params(cfg),
     }
 
@@ -128,10 +130,13 @@ def _run_group(specs: List[TrialSpec], device: torch.device, tracker: Optional[T
     gen = lm.make_generator(device, cfg.seed)
     W0 = lm.init_weights(data["X_train"].shape[1], len(data["class_names"]), like=data["X_train"],
                          scale=cfg.model.init_scale, generator=gen)
-    # Scores use the training matmuls' precision too; on CUDA, auto is TF32 (matmul_precision).
     mm_dtype = matmul_dtype(cfg.model, device)
     X_rows = matmul_rows(data, mm_dtype)
-    checks = _CheckPoints(specs, data, X_rows, mm_dtype, report_intermediate, should_prune)
+    # Accuracies in the weights' dtype unless asked (bf16 scores flip near-ties); on CUDA, auto
+    # runs both in TF32 (matmul_precision).
+    scores_in = score_dtype(cfg.model, device)
+    score_rows = matmul_rows(data, scores_in)
+    checks = _CheckPoints(specs, data, score_rows, scores_in, report_intermediate, should_prune)
     start = time.perf_counter()
     label = f"training {K} trial{'s' if K > 1 else ''} ({', '.join(sorted({s.cfg.loss.name for s in specs}))})"
     with TrainingTicker(label, max(checks.iters), lambda: checks.step), matmul_precision(cfg.model, device):
@@ -144,8 +149,9 @@ def _run_group(specs: List[TrialSpec], device: torch.device, tracker: Optional[T
             lr_gamma=cfg.model.lr_decay_gamma, matmul_dtype=mm_dtype, loss_every=cfg.tracking.loss_every,
             callback=checks, optimizer=cfg.optimizer.name, momentum=[s.cfg.optimizer.momentum for s in specs],
             average_start=[s.cfg.optimizer.average_start for s in specs],
-            flip=data["transform"].flip if cfg.augment.name == "flip" else None, X_rows=X_rows)
-        outcomes = _outcomes(specs, result, data, X_rows, mm_dtype, checks)  # scored in the training's precision
+            flip=data["transform"].flip if cfg.augment.name == "flip" else None, X_rows=X_rows,
+            score_dtype=scores_in)
+        outcomes = _outcomes(specs, result, data, score_rows, scores_in, checks)
     for out in outcomes:  # amortized over the stack, the final accuracies on whole splits included
         out.seconds = (time.perf_counter() - start) / K
     if tracker is not None:
@@ -167,11 +173,11 @@ class _CheckPoints:
     """The batched trainer's callback: at each check point, the train accuracy on a fixed subset
     and the val accuracy per live trial; reports them to Optuna and returns the trials to prune."""
 
-    def __init__(self, specs: List[TrialSpec], data: dict, X_rows: torch.Tensor, mm_dtype, report: bool,
+    def __init__(self, specs: List[TrialSpec], data: dict, score_rows: torch.Tensor, score_dtype, report: bool,
                  should_prune: Optional[Callable[[Any], bool]]):
-        self.specs, self.report, self.should_prune, self.mm_dtype = specs, report, should_prune, mm_dtype
-        # The first rows of the training split, already in the matmul dtype (X_rows).
-        self.X_sub, self.y_sub = X_rows[:TRAIN_SUBSET], data["y_train"][:TRAIN_SUBSET]
+        self.specs, self.report, self.should_prune, self.score_dtype = specs, report, should_prune, score_dtype
+        # The first rows of the training split, already in the scores' dtype (score_rows).
+        self.X_sub, self.y_sub = score_rows[:TRAIN_SUBSET], data["y_train"][:TRAIN_SUBSET]
         self.eval_every = specs[0].cfg.eval_every
         self.iters = [s.cfg.model.num_iters for s in specs]
         self.val_hist: List[Dict[int, float]] = [dict() for _ in specs]
@@ -182,7 +188,7 @@ class _CheckPoints:
         self.step = progress.step
         if not progress.active:
             return []
-        train_acc = lm.batched_accuracy(progress.weights, self.X_sub, self.y_sub, matmul_dtype=self.mm_dtype).tolist()
+        train_acc = lm.batched_accuracy(progress.weights, self.X_sub, self.y_sub, matmul_dtype=self.score_dtype).tolist()
         pruned = []
         step = progress.step
         for j, k in enumerate(progress.active):
@@ -199,15 +205,15 @@ class _CheckPoints:
         return pruned
 
 
-def _outcomes(specs: List[TrialSpec], result, data: dict, X_rows: torch.Tensor, mm_dtype,
+def _outcomes(specs: List[TrialSpec], result, data: dict, score_rows: torch.Tensor, score_dtype,
               checks: _CheckPoints) -> List[TrialOutcome]:
     """Each trial's outcome from the stack's result (final accuracies on the whole splits;
-    X_rows: the training split in the matmul dtype)."""
+    score_rows: the training split in the scores' dtype)."""
     cfg = specs[0].cfg
     W_all = result.W.permute(1, 0, 2)  # (D, K, C)
-    final_train = lm.batched_accuracy(W_all, X_rows, data["y_train"], matmul_dtype=mm_dtype).tolist()
+    final_train = lm.batched_accuracy(W_all, score_rows, data["y_train"], matmul_dtype=score_dtype).tolist()
     val_pred = result.val_predictions.cpu().numpy() if result.val_predictions is not None else None  # (K, N_val)
-    final_test = (lm.batched_accuracy(W_all, data["X_test"], data["y_test"], matmul_dtype=mm_dtype).tolist()
+    final_test = (lm.batched_accuracy(W_all, data["X_test"], data["y_test"], matmul_dtype=score_dtype).tolist()
                   if cfg.tracking.test_eval == "all" else None)
     loss_history, W_host = result.loss_history.cpu(), result.W.detach().cpu()  # one copy each, not one per trial
     outcomes = []

@@ -206,9 +206,29 @@ def test_bf16_matmuls_keep_accuracy():
     low = lm.train_linear_classifiers_batched("softmax", X, y, [1e-2], [1e-4], 200, 64, seed=0, matmul_dtype=torch.bfloat16)
     acc = [lm.batched_accuracy(r.W.permute(1, 0, 2), X, y)[0].item() for r in (full, low)]
     assert abs(acc[0] - acc[1]) < 0.03
-    # Scoring in bf16 too (what the sweep does with model.matmul_dtype=bfloat16).
+    # Scoring in bf16 too (what the sweep does with model.score_in_matmul_dtype=true).
     low_scored = lm.batched_accuracy(low.W.permute(1, 0, 2), X, y, matmul_dtype=torch.bfloat16)[0].item()
     assert abs(low_scored - acc[1]) < 0.01
+
+
+def test_validation_scores_the_returned_weights_in_their_own_dtype_unless_told_otherwise():
+    """With bf16 products the weights stay float32: by default each check point's accuracy is
+    theirs in float32 (what a saved classifier predicts); score_dtype=bf16 scores as the step multiplies."""
+    X_all, y_all = blobs(N=3400, D=30, C=5, dtype=torch.float32)
+    X_all[:, :-1] += 8 * torch.randn(3400, 30, generator=torch.Generator().manual_seed(3))  # overlapping classes
+    X, y, Xv, yv = X_all[:400], y_all[:400], X_all[400:], y_all[400:]
+    args = ("softmax", X, y, [1e-2, 3e-2, 1e-1], [1e-4] * 3, 100, 64)
+    kw = dict(X_val=Xv, y_val=yv, eval_every=50, seed=0, matmul_dtype=torch.bfloat16)
+    own = lm.train_linear_classifiers_batched(*args, **kw)
+    low = lm.train_linear_classifiers_batched(*args, **kw, score_dtype=torch.bfloat16)
+    assert torch.equal(own.W, low.W)  # the same training either way
+    W = own.W.permute(1, 0, 2)
+    exact = lm.batched_accuracy(W, Xv, yv).tolist()
+    rounded = lm.batched_accuracy(W, Xv, yv, matmul_dtype=torch.bfloat16).tolist()
+    assert exact != rounded  # the data has near-ties that bf16 scores flip
+    assert own.val_history[-1].tolist() == exact
+    assert low.val_history[-1].tolist() == rounded
+    assert torch.equal(own.val_predictions[0], lm.batched_predict(W[:, :1], Xv)[:, 0])
 
 
 def test_bf16_rows_kept_by_the_caller_train_the_same_trials():

@@ -1,6 +1,7 @@
 """The trial runner: grouping into stacked models, devices, and independence from batch mates."""
 import pytest
 import torch
+import linear_models as lm
 from hydra import compose, initialize_config_dir
 
 from imagegen import make_image_tree
@@ -67,3 +68,34 @@ def test_broken_group_fails_its_trials_only(base_cfg):
     out = run_trials([spec(base_cfg, 0), TrialSpec(cfg=bad, number=1)], None)
     assert out[0].status == COMPLETED
     assert out[1].status == "error" and "nonexistent" in out[1].message
+
+
+@pytest.fixture(scope="module")
+def near_tie_cfg(tmp_path_factory):
+    """Ten overlapping classes in float32: bf16 scores flip some of their near-ties."""
+    root = make_image_tree(tmp_path_factory.mktemp("ties") / "tree", classes=tuple("abcdefghij"),
+                           train_per_class=60, test_per_class=20, noise=250.0)
+    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+        return compose("config", overrides=["dataset=image_folder", f"dataset.root={root}", "device=cpu",
+                                             "model.num_iters=40", "model.batch_size=16", "eval_every=20",
+                                             "model.learning_rate=3e-6", "model.matmul_dtype=bfloat16",
+                                             "tracking.test_eval=all", "dataset.cache_dir=false"])
+
+
+@pytest.mark.parametrize("in_matmul_dtype", [False, True])
+def test_accuracies_are_the_recorded_weights_own_unless_scored_in_the_matmul_dtype(near_tie_cfg, in_matmul_dtype):
+    """bf16 products: val/train/test accuracies are those of the trial's float32 weights (what
+    weights.pt predicts), or with score_in_matmul_dtype those of bf16 scores."""
+    from sweeps.data import load_features
+
+    cfg = near_tie_cfg.copy()
+    cfg.model.score_in_matmul_dtype = in_matmul_dtype
+    (out,) = run_trials([TrialSpec(cfg=cfg, number=0)], None)
+    data = load_features(cfg, torch.device("cpu"))
+    W = out.weights.unsqueeze(1)  # (D, 1, C)
+    accuracy = {dtype: {split: lm.batched_accuracy(W, data[f"X_{split}"], data[f"y_{split}"], matmul_dtype=dtype)[0].item()
+                        for split in ("val", "train", "test")} for dtype in (None, torch.bfloat16)}
+    assert accuracy[None] != accuracy[torch.bfloat16]  # the two scorings differ on this data
+    expected = accuracy[torch.bfloat16 if in_matmul_dtype else None]
+    assert {"val": out.val_acc, "train": out.train_acc, "test": out.test_acc} == pytest.approx(expected, abs=1e-12)
+    assert out.val_history[cfg.model.num_iters] == out.val_acc

@@ -11,7 +11,7 @@ import torch
 import yaml
 from optuna.trial import TrialState
 
-from ..data import load_features, matmul_dtype, matmul_precision, resolve_device
+from ..data import load_features, matmul_precision, resolve_device, score_dtype
 from ..recording import save_diagnostic_plots
 from ..storage import study_lock
 from ..study import ATTR_RUN_ID, counted_trials
@@ -106,7 +106,7 @@ def best_test_accuracy(best, cfg, tracker: Tracker, W: Optional[torch.Tensor]) -
             return float("nan")
     W = W.to(device, data["X_test"].dtype).unsqueeze(1)  # (D, 1, C); scored like the trials' evaluations
     with matmul_precision(cfg.model, device):
-        acc = float(lm.batched_accuracy(W, data["X_test"], data["y_test"], matmul_dtype=matmul_dtype(cfg.model, device))[0])
+        acc = float(lm.batched_accuracy(W, data["X_test"], data["y_test"], matmul_dtype=score_dtype(cfg.model, device))[0])
     tracker.log_metrics(run_id, {"test_acc": acc}, step=int(run.data.metrics.get("iterations", 0)))
     tracker.set_tags(run_id, {"test_acc_of": "best trial of its study (selected by val_acc)"})
     return acc
