@@ -233,8 +233,8 @@ def load_data(dataset_cfg: DictConfig, dtype: str, device: torch.device,
 
 def matmul_rows(data: dict, dtype: Optional[torch.dtype]) -> torch.Tensor:
     """data["X_train"] (N, D) in the matmul ``dtype`` (None: as it is), converted once and kept in
-    ``data`` (the launch's cached splits): every stack of a sweep gathers its minibatches, and
-    scores its final train accuracy, from one copy (CIFAR-10 in bf16: 245 MB)."""
+    ``data`` (the launch's cached splits): every stack of a sweep gathers its minibatches (and,
+    with ``model.score_in_matmul_dtype``, scores its train accuracy) from one copy (CIFAR-10 in bf16: 245 MB)."""
     X = data["X_train"]
     if dtype is None or dtype == X.dtype:
         return X

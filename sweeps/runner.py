@@ -173,9 +173,9 @@ class _CheckPoints:
     """The batched trainer's callback: at each check point, the train accuracy on a fixed subset
     and the val accuracy per live trial; reports them to Optuna and returns the trials to prune."""
 
-    def __init__(self, specs: List[TrialSpec], data: dict, score_rows: torch.Tensor, score_dtype, report: bool,
+    def __init__(self, specs: List[TrialSpec], data: dict, score_rows: torch.Tensor, scores_in, report: bool,
                  should_prune: Optional[Callable[[Any], bool]]):
-        self.specs, self.report, self.should_prune, self.score_dtype = specs, report, should_prune, score_dtype
+        self.specs, self.report, self.should_prune, self.scores_in = specs, report, should_prune, scores_in
         # The first rows of the training split, already in the scores' dtype (score_rows).
         self.X_sub, self.y_sub = score_rows[:TRAIN_SUBSET], data["y_train"][:TRAIN_SUBSET]
         self.eval_every = specs[0].cfg.eval_every
@@ -188,7 +188,7 @@ class _CheckPoints:
         self.step = progress.step
         if not progress.active:
             return []
-        train_acc = lm.batched_accuracy(progress.weights, self.X_sub, self.y_sub, matmul_dtype=self.score_dtype).tolist()
+        train_acc = lm.batched_accuracy(progress.weights, self.X_sub, self.y_sub, matmul_dtype=self.scores_in).tolist()
         pruned = []
         step = progress.step
         for j, k in enumerate(progress.active):
@@ -205,15 +205,15 @@ class _CheckPoints:
         return pruned
 
 
-def _outcomes(specs: List[TrialSpec], result, data: dict, score_rows: torch.Tensor, score_dtype,
+def _outcomes(specs: List[TrialSpec], result, data: dict, score_rows: torch.Tensor, scores_in,
               checks: _CheckPoints) -> List[TrialOutcome]:
     """Each trial's outcome from the stack's result (final accuracies on the whole splits;
-    score_rows: the training split in the scores' dtype)."""
+    score_rows: the training split in the scores' dtype ``scores_in``)."""
     cfg = specs[0].cfg
     W_all = result.W.permute(1, 0, 2)  # (D, K, C)
-    final_train = lm.batched_accuracy(W_all, score_rows, data["y_train"], matmul_dtype=score_dtype).tolist()
+    final_train = lm.batched_accuracy(W_all, score_rows, data["y_train"], matmul_dtype=scores_in).tolist()
     val_pred = result.val_predictions.cpu().numpy() if result.val_predictions is not None else None  # (K, N_val)
-    final_test = (lm.batched_accuracy(W_all, data["X_test"], data["y_test"], matmul_dtype=score_dtype).tolist()
+    final_test = (lm.batched_accuracy(W_all, data["X_test"], data["y_test"], matmul_dtype=scores_in).tolist()
                   if cfg.tracking.test_eval == "all" else None)
     loss_history, W_host = result.loss_history.cpu(), result.W.detach().cpu()  # one copy each, not one per trial
     outcomes = []
