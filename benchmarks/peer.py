@@ -12,8 +12,8 @@ a run in MLflow (params, train/val/test accuracy), one study per loss (svm, then
 run one after another by Hydra's basic launcher (benchmarks/peer_app/). linear-sweep is
 ``python -m sweeps --multirun loss=svm,softmax sweep=tpe``. Both search the same space
 (conf/sweep/tpe.yaml: log learning rate x log reg, multivariate TPE, 5 random start-up trials,
-sampler seed 0), train with the same settings (iterations, batch 200, seed) on the same split and
-features (conf/dataset/image_folder.yaml: validation_ratio, split_seed, mean-centred pixels with a
+sampler seed 0 or --sampler-seed), train with the same settings (iterations, batch 200, seed) on the
+same split and features (conf/dataset/image_folder.yaml: validation_ratio, split_seed, mean-centred pixels with a
 bias column) of the same CIFAR-10 JPEG archive, and log to fresh SQLite stores in a temp folder.
 
 Each round runs the peer, then linear-sweep (rounds interleave: a shared machine's load drifts).
@@ -133,7 +133,8 @@ def _best_by_loss(names_values) -> dict:
     return best
 
 
-def run_peer(python: str, loss: str, trials: int, iters: int, archive: Path, settings: dict, work: Path) -> dict:
+def run_peer(python: str, loss: str, trials: int, iters: int, archive: Path, settings: dict, work: Path,
+             sampler_seed: int = 0) -> dict:
     """One Hydra multirun of the peer (one study, ``trials`` jobs) for ``loss``."""
     pylib = work / "pylib"  # linear_models alone on the peer's path (see peer_app.py)
     if not pylib.exists():
@@ -147,6 +148,7 @@ def run_peer(python: str, loss: str, trials: int, iters: int, archive: Path, set
            f"learning_rate={s['learning_rate']}", f"reg={s['reg']}",
            f"hydra.sweeper.sampler.n_startup_trials={s['n_startup_trials']}",
            f"hydra.sweeper.sampler.multivariate={str(s['multivariate']).lower()}",
+           f"hydra.sweeper.sampler.seed={sampler_seed}",
            *(f"{k}={str(s[k]).lower() if isinstance(s[k], bool) else s[k]}"
              for k in ("validation_ratio", "split_seed", "subtract_mean", "bias_trick"))]
     start = time.perf_counter()
@@ -160,10 +162,11 @@ def run_peer(python: str, loss: str, trials: int, iters: int, archive: Path, set
             "started_seconds": max(e for _, e in spans) - min(s_ for s_, _ in spans)}
 
 
-def run_linear_sweep(trials: int, iters: int, archive: Path, work: Path, extra=()) -> dict:
+def run_linear_sweep(trials: int, iters: int, archive: Path, work: Path, extra=(), sampler_seed: int = 0) -> dict:
     """``python -m sweeps --multirun loss=svm,softmax sweep=tpe``, as benchmarks/e2e_sweep.py runs it."""
     args = ["loss=svm,softmax", "sweep=tpe", f"hydra.sweeper.n_trials={trials}", f"model.num_iters={iters}",
-            "model.batch_size=200", "dataset=image_folder", f"dataset.root={archive}", *extra]
+            "model.batch_size=200", "dataset=image_folder", f"dataset.root={archive}",
+            f"hydra.sweeper.seed={sampler_seed}", *extra]
     run = run_sweeps(args, work, work / "multirun", what="linear-sweep")
     studies = run["studies"]
     launches = [s["this_launch"] for s in studies]
@@ -180,19 +183,20 @@ def one_round(python: str, args, settings: dict) -> dict:
         runs = []
         for loss in LOSSES:
             print(f"  peer, {loss}: {args.trials} trials ...", flush=True)
-            runs.append(run_peer(python, loss, args.trials, args.iters, args.archive, settings, work))
+            runs.append(run_peer(python, loss, args.trials, args.iters, args.archive, settings, work,
+                                 args.sampler_seed))
         peer = {"tool": "peer", "per_loss": runs, "wall_seconds": sum(r["wall_seconds"] for r in runs),
                 "trials": sum(r["trials"] for r in runs), "started_seconds": sum(r["started_seconds"] for r in runs),
                 "best_val_acc": {r["loss"]: r["best_val_acc"] for r in runs}}
         print(f"  linear-sweep: {args.trials} + {args.trials} trials ...", flush=True)
         (work / "ls").mkdir()
-        ours = run_linear_sweep(args.trials, args.iters, args.archive, work / "ls", args.override)
+        ours = run_linear_sweep(args.trials, args.iters, args.archive, work / "ls", args.override, args.sampler_seed)
         variants = []
         for i, (name, overrides) in enumerate(args.variant):
             print(f"  linear-sweep [{name}]: {' '.join(overrides)} ...", flush=True)
             (work / f"ls-{i}").mkdir()
             variants.append(run_linear_sweep(args.trials, args.iters, args.archive, work / f"ls-{i}",
-                                             [*args.override, *overrides]))
+                                             [*args.override, *overrides], args.sampler_seed))
             variants[-1]["tool"] = f"ls [{name}]"
     for r in (peer, ours, *variants):
         r["per_trial_seconds"] = r["wall_seconds"] / r["trials"]
@@ -245,6 +249,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--iters", type=int, default=1500, help="SGD iterations per trial (fewer for smoke runs)")
     parser.add_argument("--archive", type=Path, default=DEFAULT_ARCHIVE)
+    parser.add_argument("--sampler-seed", type=int, default=0, help="both tools' TPE seed (best val moves with it)")
     parser.add_argument("--venv", type=Path, default=DEFAULT_VENV, help="the peer's virtual environment")
     parser.add_argument("--rebuild-venv", action="store_true")
     parser.add_argument("--override", action="append", default=[], metavar="KEY=VALUE", help="more for linear-sweep")
