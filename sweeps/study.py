@@ -14,6 +14,7 @@ from typing import Any, Dict, List, Optional
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from .adapter import BatchTPESampler
 from .sampler_names import (BATCH_SEEDED_SAMPLERS, MODEL_BASED_SAMPLERS, PRUNERS, RESEEDED_SAMPLERS,  # noqa: F401
                             SAMPLERS)
 from .search_space import check_sampler_space, grid_size, grid_values  # noqa: F401 (re-exported)
@@ -75,7 +76,7 @@ def make_sampler(name: str, seed: Optional[int], search_space, kwargs: Dict[str,
     kwargs = sampler_options(name, kwargs)
     if name == "tpe":
         kwargs.setdefault("constant_liar", True)  # batched and parallel asks see running trials
-        return optuna.samplers.TPESampler(seed=seed, **kwargs)
+        return BatchTPESampler(seed=seed, **kwargs)  # TPESampler's draws, its per-batch work once
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed, **kwargs)
     if name == "grid":

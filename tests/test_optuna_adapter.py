@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 
 import optuna
+import pytest
 from optuna.trial import TrialState
 
 from sweeps import adapter
@@ -53,7 +54,7 @@ def test_stale_trials_include_old_ones_that_never_beat(tmp_path):
 
 # Optuna's and MLflow's private names as they appear in code: attributes, module paths, methods.
 PRIVATE_NAME = re.compile(r"(?<!self)\._(trial_id|study_id|storage|backend|cached_frozen_trial|tracking_client"
-                          r"|get_stale_trial_ids)\b|optuna\.storages\._|mlflow\.store\.|mlflow\.tracking\._")
+                          r"|get_stale_trial_ids|split_trials)\b|optuna\.(storages|samplers)\._|mlflow\.store\.|mlflow\.tracking\._")
 
 
 def test_private_names_are_touched_in_one_module_only():
@@ -64,3 +65,58 @@ def test_private_names_are_touched_in_one_module_only():
              if p != allowed and PRIVATE_NAME.search(p.read_text())}
     assert not found, f"private names outside {allowed.name}: {found}"
     assert PRIVATE_NAME.search(allowed.read_text())  # the pattern still sees them where they are
+
+
+def _ask_define_by_run(study: optuna.Study, n_asks: int, tell_every: int) -> list:
+    """``n_asks`` trials asked with a conditional param; every ``tell_every``-th ask first tells the
+    newest RUNNING trial, so the finished trials change between some asks and not others, and
+    some RUNNING trials are older than some finished ones."""
+    asked, running = [], []
+    for i in range(n_asks):
+        if i % tell_every == tell_every - 1 and running:
+            done = running.pop()
+            study.tell(done, done.params["lr"] * 100 + done.params["width"] / 10)
+        trial = study.ask()
+        trial.suggest_float("lr", 1e-4, 1e-1, log=True)
+        trial.suggest_float("reg", 1e-6, 1e-1, log=True)
+        trial.suggest_int("width", 1, 64, log=True)
+        if trial.suggest_categorical("optimizer", ["sgd", "momentum", "adam"]) == "momentum":
+            trial.suggest_float("momentum", 0.5, 0.99)  # not in every trial: sampled independently
+        asked.append(trial.params)
+        running.append(trial)
+    return asked
+
+
+def _finished_study(n_finished: int) -> optuna.Study:
+    """A study of ``n_finished`` COMPLETE, PRUNED (with an intermediate value) and FAIL trials."""
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=0))
+    for i in range(n_finished):
+        trial = study.ask()
+        trial.suggest_float("lr", 1e-4, 1e-1, log=True)
+        trial.suggest_float("reg", 1e-6, 1e-1, log=True)
+        trial.suggest_int("width", 1, 64, log=True)
+        if trial.suggest_categorical("optimizer", ["sgd", "momentum", "adam"]) == "momentum":
+            trial.suggest_float("momentum", 0.5, 0.99)
+        if i % 7 == 3:
+            trial.report(0.1 * (i % 5), step=i % 3)
+            study.tell(trial, state=TrialState.PRUNED)
+        elif i % 11 == 5:
+            study.tell(trial, state=TrialState.FAIL)
+        else:
+            study.tell(trial, trial.params["lr"] * 100 - trial.params["reg"] * 10 + (i % 4) / 100)
+    return study
+
+
+@pytest.mark.parametrize("constant_liar", [True, False])
+@pytest.mark.parametrize("n_finished", [3, 60])
+def test_batch_tpe_draws_exactly_what_optunas_tpe_draws(constant_liar, n_finished):
+    """The canary of adapter/optuna_tpe.py: the same params, ask for ask, as TPESampler's."""
+    draws = {}
+    for sampler_class in (optuna.samplers.TPESampler, adapter.BatchTPESampler):
+        study = _finished_study(n_finished)
+        study.sampler = sampler_class(seed=7, constant_liar=constant_liar, n_startup_trials=5)
+        draws[sampler_class.__name__] = _ask_define_by_run(study, n_asks=40, tell_every=6)
+    assert draws["BatchTPESampler"] == draws["TPESampler"], (
+        f"Optuna {optuna.__version__}'s TPESampler draws differently from sweeps/adapter/optuna_tpe.py's "
+        "BatchTPESampler: update it to this release's TPESampler._sample (or pin optuna below it).")
+    assert len({round(p["lr"], 12) for p in draws["TPESampler"]}) > 30  # the asks did explore

@@ -13,6 +13,10 @@ import optuna
 # What ``optuna.Trial.__init__`` sets; rebind_trial moves a staged trial by rewriting these.
 TRIAL_ATTRIBUTES = {"study", "_trial_id", "storage", "_cached_frozen_trial", "relative_search_space",
                     "_relative_params", "_fixed_params"}
+# What optuna_tpe.BatchTPESampler overrides or reads of the TPESampler it extends.
+TPE_SAMPLER_ATTRIBUTES = ("_sample", "_get_params", "_get_internal_repr", "_compute_acquisition_func", "_compare",
+                          "_parzen_estimator_cls", "_parzen_estimator_parameters", "_gamma", "_rng",
+                          "_n_ei_candidates", "_constant_liar", "_group")
 
 
 # ----------------------------------------------------------------------------- Optuna
@@ -70,6 +74,24 @@ def rebind_trial(trial: optuna.Trial, study: optuna.Study, written) -> optuna.Tr
     return trial
 
 
+def tpe_module():
+    """Optuna's TPE sampler module (private: ``optuna.samplers._tpe.sampler``)."""
+    from optuna.samplers._tpe import sampler
+
+    return sampler
+
+
+def tpe_split_trials(study: optuna.Study, trials, n_below: int):
+    """(good, rest) of ``trials`` as TPESampler splits them, each by number (private:
+    ``_split_trials``; optuna_tpe.BatchTPESampler splits the finished trials once per batch)."""
+    return tpe_module()._split_trials(study, trials, n_below)
+
+
+def tpe_default_gamma(n_finished: int) -> int:
+    """How many of ``n_finished`` trials TPESampler counts as good by default (private: ``default_gamma``)."""
+    return tpe_module().default_gamma(n_finished)
+
+
 # ----------------------------------------------------------------------------- MLflow
 def mlflow_tables():
     """MLflow's tracking table models (private: ``mlflow.store.tracking.dbmodels.models``)."""
@@ -101,7 +123,11 @@ def optuna_private_name_problems() -> List[str]:
         "optuna.storages._rdb.models": optuna_tables,
         "_CachedStorage._backend": lambda: optuna.storages._CachedStorage(
             optuna.storages.RDBStorage("sqlite:///:memory:"))._backend,
+        "optuna.samplers._tpe.sampler._split_trials": lambda: tpe_module()._split_trials,
+        "optuna.samplers._tpe.sampler.default_gamma": lambda: tpe_module().default_gamma,
     }
+    for name in TPE_SAMPLER_ATTRIBUTES:
+        checks[f"TPESampler.{name}"] = lambda name=name: getattr(optuna.samplers.TPESampler(), name)
     for name, get in checks.items():
         try:
             get()
