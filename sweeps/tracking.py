@@ -22,6 +22,7 @@ from urllib.parse import unquote, urlparse
 from . import adapter
 from .db_urls import redact_url, tracking_uri  # noqa: F401 (redact_url: re-exported)
 from .mlflow_import import is_mlflow_error, mlflow_exception
+from .new_mlflow_store import mlflow_client
 from .sqlite_pragmas import tune_sqlite
 
 if TYPE_CHECKING:
@@ -126,13 +127,11 @@ class Tracker:
 
     @property
     def client(self):
-        """The MlflowClient (made, and MLflow imported, on first use; a new embedded store then
-        runs its schema migrations)."""
+        """The MlflowClient (made, and MLflow imported, on first use; a new embedded store starts
+        as a copy of an empty one, ``new_mlflow_store``)."""
         with self._client_lock:
             if self._client is None:
-                from mlflow.tracking import MlflowClient
-
-                self._client = MlflowClient(tracking_uri=self.uri)
+                self._client = mlflow_client(self.uri)
             return self._client
 
     @classmethod
@@ -167,7 +166,7 @@ class Tracker:
 
     @_retrying
     def open_store(self) -> None:
-        """Connect (a new embedded store runs its schema migrations) without creating anything."""
+        """Connect (a new embedded store is made from the template first) without creating anything."""
         self.client.get_experiment_by_name(self.experiment_name)
 
     @_retrying

@@ -92,9 +92,9 @@ def create_sqlite_stores(tracking_uri: Optional[str], storage: Optional[str]) ->
         optuna.storages.RDBStorage(storage)  # creates (or upgrades) the schema, once
         created.append(storage)
     if tracking_uri and tracking_uri.startswith("sqlite:"):
-        import mlflow
+        from .new_mlflow_store import mlflow_client
 
-        mlflow.MlflowClient(tracking_uri=tracking_uri).search_experiments(max_results=1)  # creates its tables
+        mlflow_client(tracking_uri).search_experiments(max_results=1)  # creates its tables
         created.append(tracking_uri)
     return created
 

@@ -13,6 +13,7 @@ from typing import Callable, Optional
 import optuna
 from optuna.trial import TrialState
 
+from sweeps import new_mlflow_store
 from sweep_helpers import HOOKS, REPO, load_study, mlflow_client, sweep_command
 from test_sweep import assert_states_agree
 
@@ -78,23 +79,11 @@ def assert_invariant(work: Path, name: str, n_trials: int, msg: str = ""):
     return study
 
 
-_TEMPLATE: dict = {}
-
-
 def new_workdir(base: Path, name: str) -> Path:
-    """``base/name`` with an empty MLflow store already migrated (its schema migrations take a
-    few seconds per new store; copied from one made once per test session)."""
-    if "mlflow" not in _TEMPLATE:
-        folder = base.parent / "mlflow-template"
-        folder.mkdir(exist_ok=True)
-        mlflow_client(folder).search_experiments()
-        _TEMPLATE["mlflow"] = folder / "mlflow.db"
+    """``base/name`` with an empty MLflow store (a copy of the product's template, sweeps/new_mlflow_store.py)."""
     work = base / name
     work.mkdir(parents=True)
-    # SQLite's backup API, not a file copy: in WAL mode (sweeps.sqlite_pragmas.tune_sqlite, once any test
-    # of this process has run it) the last migrations may still sit in mlflow.db-wal.
-    with sqlite3.connect(_TEMPLATE["mlflow"]) as src, sqlite3.connect(work / "mlflow.db") as dst:
-        src.backup(dst)
+    new_mlflow_store.mlflow_client(f"sqlite:///{work}/mlflow.db")
     return work
 
 

@@ -1,14 +1,16 @@
 """The MLflow internals the engine relies on (sweeps/adapter/): a canary that names what
 an MLflow release changed, and runs written in bulk checked against the same runs written
 through MLflow's public client, on SQLite and on PostgreSQL."""
+import contextlib
 import math
+import sqlite3
 
 import mlflow
 import pytest
 from mlflow.tracking import MlflowClient
 
 from pg import pg_server, pg_url  # noqa: F401  (fixtures)
-from sweeps import adapter
+from sweeps import adapter, new_mlflow_store
 from sweeps.tracking import Tracker
 
 SERIES = {"train_loss": ([0, 10, 20], [2.3, 1.9, float("nan")]), "val_acc": ([10, 20], [0.31, 0.35]),
@@ -137,3 +139,66 @@ def test_a_tracker_imports_mlflow_on_its_first_call_only():
             "t.experiment_id; assert 'mlflow' in sys.modules\n")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+def _tables(db) -> tuple:
+    """(schema, rows by table) of a SQLite file: every table, index and trigger, every row."""
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        schema = sorted(conn.execute("SELECT type, name, tbl_name, sql FROM sqlite_master "
+                                     "WHERE name NOT LIKE 'sqlite_%'").fetchall())
+        rows = {name: sorted(conn.execute(f'SELECT * FROM "{name}"').fetchall(), key=repr)
+                for (kind, name, _, _) in schema if kind == "table"}
+    return schema, rows
+
+
+def test_a_store_copied_from_the_template_equals_a_store_mlflow_migrated(tmp_path, monkeypatch):
+    """The canary of new_mlflow_store.py: same tables, indexes, schema version and rows (the
+    Default experiment under the opening folder's own artifact root), and it takes runs."""
+    monkeypatch.setenv("LINEAR_SWEEPS_CACHE", str(tmp_path / "cache"))
+    for name in ("migrated", "copied"):
+        (tmp_path / name).mkdir()
+    # Two URIs: MLflow keeps one store per URI in a process.
+    uri = {name: f"sqlite:///{tmp_path}/{name}/mlflow.db" for name in ("migrated", "copied")}
+    monkeypatch.chdir(tmp_path / "migrated")  # the Default experiment's root: ./mlruns
+    new_mlflow_store.mlflow_client(uri["migrated"])  # the first new store: migrated, kept as the template
+    assert new_mlflow_store.template_path().is_file()
+    monkeypatch.chdir(tmp_path / "copied")
+    path = new_mlflow_store.new_sqlite_file(uri["copied"])
+    assert path is not None and new_mlflow_store.seed_from_template(path)
+    client = MlflowClient(uri["copied"])
+    (default,) = client.search_experiments()
+    assert (default.experiment_id, default.name) == ("0", "Default")
+    assert default.artifact_location == str(tmp_path / "copied" / "mlruns" / "0")
+
+    (migrated_schema, migrated_rows), (copied_schema, copied_rows) = (
+        _tables(tmp_path / name / "mlflow.db") for name in ("migrated", "copied"))
+    assert copied_schema == migrated_schema
+    for rows in (migrated_rows, copied_rows):  # id, name, location (own folder), stage, times, workspace
+        rows["experiments"] = [(e[0], e[1], e[2].replace(str(tmp_path), ""), e[3], e[6]) for e in rows["experiments"]]
+    migrated_rows["experiments"] = [e[:2] + (e[2].replace("/migrated/", "/copied/"),) + e[3:]
+                                    for e in migrated_rows["experiments"]]
+    assert copied_rows == migrated_rows
+
+    run = client.create_run(client.create_experiment("e"))
+    client.log_metric(run.info.run_id, "val_acc", 0.4)
+    assert client.get_run(run.info.run_id).data.metrics == {"val_acc": 0.4}
+
+
+def test_a_store_that_holds_more_than_a_new_one_does_not_become_the_template(tmp_path, monkeypatch):
+    monkeypatch.setenv("LINEAR_SWEEPS_CACHE", str(tmp_path / "cache"))
+    MlflowClient(f"sqlite:///{tmp_path}/used.db").create_experiment("someone else's")
+    new_mlflow_store.keep_as_template(tmp_path / "used.db")
+    assert not new_mlflow_store.template_path().exists()
+    assert not new_mlflow_store.seed_from_template(tmp_path / "new.db") and not (tmp_path / "new.db").exists()
+    assert new_mlflow_store.new_sqlite_file(f"sqlite:///{tmp_path}/used.db") is None  # there already
+    assert new_mlflow_store.new_sqlite_file(f"sqlite:///{tmp_path}/no-such-folder/new.db") is None
+    assert new_mlflow_store.new_sqlite_file("http://127.0.0.1:5000") is None
+
+
+def test_a_broken_template_leaves_the_new_store_to_mlflow(tmp_path, monkeypatch):
+    monkeypatch.setenv("LINEAR_SWEEPS_CACHE", str(tmp_path / "cache"))
+    new_mlflow_store.template_path().parent.mkdir(parents=True)
+    new_mlflow_store.template_path().write_bytes(b"not a database")
+    client = new_mlflow_store.mlflow_client(f"sqlite:///{tmp_path}/mlflow.db")
+    assert [e.name for e in client.search_experiments()] == ["Default"]
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no copy left behind

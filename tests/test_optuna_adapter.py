@@ -54,7 +54,8 @@ def test_stale_trials_include_old_ones_that_never_beat(tmp_path):
 
 # Optuna's and MLflow's private names as they appear in code: attributes, module paths, methods.
 PRIVATE_NAME = re.compile(r"(?<!self)\._(trial_id|study_id|storage|backend|cached_frozen_trial|tracking_client"
-                          r"|get_stale_trial_ids|split_trials)\b|optuna\.(storages|samplers)\._|mlflow\.store\.|mlflow\.tracking\._")
+                          r"|get_stale_trial_ids|split_trials)\b|optuna\.(storages|samplers)\._"
+                          r"|mlflow\.store\.|mlflow\.tracking\._")
 
 
 def test_private_names_are_touched_in_one_module_only():

@@ -20,7 +20,7 @@ import numpy as np
 
 from .raw import RawDataset
 
-__all__ = ["CACHE_ENV", "PathLike", "file_identity", "cached", "replace_folder"]
+__all__ = ["CACHE_ENV", "PathLike", "default_cache_dir", "file_identity", "cached", "replace_folder"]
 
 PathLike = Union[str, os.PathLike]
 
@@ -39,9 +39,14 @@ def _resolve_cache_dir(cache_dir: PathLike | bool | None) -> Path | None:
     if cache_dir is False:
         return None
     if cache_dir is None or cache_dir is True:
-        env = os.environ.get(CACHE_ENV)
-        return Path(env).expanduser() if env else Path.home() / ".cache" / "linear-sweeps"
+        return default_cache_dir()
     return Path(cache_dir).expanduser()
+
+
+def default_cache_dir() -> Path:
+    """``$LINEAR_SWEEPS_CACHE``, else ``~/.cache/linear-sweeps`` (decoded data, the MLflow store template)."""
+    env = os.environ.get(CACHE_ENV)
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "linear-sweeps"
 
 
 def _cache_read(path: Path) -> RawDataset | None:

@@ -1,6 +1,7 @@
 """MLflow's run tables, written in bulk (see the package docstring)."""
 from __future__ import annotations
 
+import contextlib
 import math
 import uuid
 from dataclasses import dataclass, field
@@ -195,6 +196,23 @@ def reopen_run(db_url: str, run_id: str) -> str:
             return "reopened"
     finally:
         engine.dispose()
+
+
+def make_store_template(db_file: Path) -> bool:
+    """Make ``db_file`` (a copy of a SQLite store MLflow has just migrated) an empty template: its
+    only row of ``experiments``, the Default experiment, is deleted, so MLflow creates it anew
+    (with the opening store's artifact root) when it opens a copy. False, leaving the file as it
+    is, if the store holds anything else (another process wrote to it meanwhile). Relies on
+    MLflow creating a missing Default experiment when it opens a store (``SqlAlchemyStore``)."""
+    import sqlite3
+
+    with contextlib.closing(sqlite3.connect(db_file)) as conn, conn:
+        experiments = conn.execute("SELECT experiment_id FROM experiments").fetchall()
+        runs = conn.execute(f"SELECT COUNT(*) FROM {_RUNS_TABLE}").fetchone()[0]
+        if experiments != [(0,)] or runs:
+            return False
+        conn.execute("DELETE FROM experiments")
+    return True
 
 
 def mlflow_canary_problems() -> List[str]:
