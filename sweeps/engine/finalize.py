@@ -23,6 +23,14 @@ log = logging.getLogger(__name__)
 ATTR_FINALIZED = "linear_sweeps_finalized_trials"
 
 
+def import_report_modules() -> None:
+    """Import what the studies' reports draw with (matplotlib and Optuna's plots, 0.3-1 s of
+    Python), so that the reports after the last batch do not wait for it."""
+    from optuna.visualization import matplotlib  # noqa: F401
+
+    from .. import study_report  # noqa: F401
+
+
 def finalize_study(session) -> Dict[str, Any]:
     """Summarize a study whose budget is used (runs on the finisher after its last tell)."""
     from ..study_report import log_study_report

@@ -12,7 +12,7 @@ from typing import Any, Dict, List
 
 from ..runner import run_trials
 from . import faults
-from .finalize import finalize_study
+from .finalize import finalize_study, import_report_modules
 from .trial_entry import TrialEntry
 from .options import SweeperOptions
 from .shutdown import ShutdownGuard
@@ -27,6 +27,7 @@ class Scheduler:
         self.sessions, self.options = sessions, options
         self.finisher, self.guard = finisher, guard
         self._poll = max(1.0, options.heartbeat_interval / 2)
+        self._report_modules_asked = False
 
     def run(self) -> List[Dict[str, Any]]:
         """Every study's summary, in order, once all are finalized."""
@@ -59,6 +60,9 @@ class Scheduler:
     def _train(self, round_: Dict[StudySession, List[TrialEntry]]) -> None:
         """One call of the trainer per tracker (studies with the same tracking config share one)."""
         faults.check("train")
+        if not self._report_modules_asked:  # on the finisher while this first round trains
+            self.finisher.submit(import_report_modules)
+            self._report_modules_asked = True
         by_tracker: Dict[int, List[StudySession]] = {}
         for session in round_:
             by_tracker.setdefault(id(session.tracker), []).append(session)
