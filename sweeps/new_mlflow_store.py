@@ -54,6 +54,7 @@ def new_sqlite_file(uri: Optional[str]) -> Optional[Path]:
 
 
 def template_path() -> Path:
+    """The empty store of the installed MLflow release, in the cache folder."""
     return default_cache_dir() / f"mlflow-{version('mlflow')}-empty-store.db"
 
 

@@ -48,6 +48,8 @@ class BatchTPESampler(optuna.samplers.TPESampler):
         self._running_values: Dict[Tuple, Optional[tuple]] = {}
 
     def _sample(self, study: optuna.Study, trial: FrozenTrial, search_space: Dict[str, Any]) -> Dict[str, Any]:
+        """``TPESampler._sample``: the params for ``trial`` (name -> external value), from the
+        good trials' estimator (kept) against the rest's (finished trials kept, RUNNING ones added)."""
         if self._group or len(study.directions) > 1:
             return super()._sample(study, trial, search_space)
         trials = study.get_trials(deepcopy=False, states=_ASKED_STATES if self._constant_liar else _FINISHED_STATES)
